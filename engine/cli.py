@@ -1,0 +1,83 @@
+"""The `pulse` command line: replay, run, demo; fatal problems exit non-zero with a one-line reason."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.config import ConfigError, Settings, load_settings
+from schemas.codec import parse_ts
+
+
+def _until(value: str) -> int:
+    try:
+        return parse_ts(int(value) if value.lstrip("-").isdigit() else value)
+    except Exception:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time with offset or epoch ms: {value!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulse", description="Real-time customer health from product events.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="event-time replay of a JSON-lines file (.jsonl or .jsonl.gz)")
+    replay.add_argument("input", type=Path)
+    replay.add_argument("--out", type=Path, required=True, help="output folder")
+    replay.add_argument("--config", type=Path)
+    replay.add_argument("--until", type=_until, help="advance event time to TIME at the end")
+
+    run = sub.add_parser("run", help="the long-running Kafka → Kafka + Redis service")
+    run.add_argument("--config", type=Path)
+    run.add_argument("--process-id", "-i", type=int, help="this process's index in a cluster")
+    run.add_argument("--addresses", "-a", help="host:port of every cluster process, ';'-separated")
+
+    demo = sub.add_parser("demo", help="generate a realistic event stream, replay it and summarise")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--config", type=Path)
+    demo.add_argument("--users", type=int, default=300)
+    demo.add_argument("--days", type=int, default=60)
+    demo.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def _settings(path: Path | None) -> Settings:
+    return load_settings(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="pulse: %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args.config)
+        if args.command == "replay":
+            from engine.replay import replay
+
+            result = replay(args.input, args.out, settings, args.until)
+            s = result.summary
+            print(
+                f"pulse: {s['events_in']} events: {s['applied']} applied, {s['duplicates']} duplicate, "
+                f"{s['rejected']} rejected; {s['users']} users; outputs in {result.out_dir}",
+                file=sys.stderr,
+            )
+        elif args.command == "run":
+            from engine.service import run_service
+
+            addresses = args.addresses.split(";") if args.addresses else None
+            run_service(settings, args.process_id, addresses)
+        elif args.command == "demo":
+            from engine.demo import run_demo
+
+            run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed)
+    except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"pulse: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`pulse run`: Kafka in, Kafka and Redis out, with topics ensured, metrics served and snapshots kept."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cli_main
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from engine import metrics
+from engine.config import Settings
+from engine.flow import FlowConfig, build_flow
+from engine.sinks import LiveSink
+from engine.sources import KafkaSource
+from schemas.outputs import OutputKind
+
+log = logging.getLogger("pulse.service")
+KAFKA_OUTPUTS = (
+    OutputKind.SCORES,
+    OutputKind.ALERTS,
+    OutputKind.LIFECYCLE,
+    OutputKind.ACCOUNTS,
+    OutputKind.DLQ,
+)
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the input and output topics that are missing; returns the names it created."""
+    kafka = settings.kafka
+    admin = AdminClient(dict(kafka.client_config()))
+    wanted = {kafka.input_topic: kafka.input_partitions}
+    wanted.update({settings.topics.for_kind(kind): kafka.output_partitions for kind in KAFKA_OUTPUTS})
+    existing = set(admin.list_topics(timeout=30).topics)
+    missing = [
+        NewTopic(name, n, kafka.replication_factor) for name, n in sorted(wanted.items()) if name not in existing
+    ]
+    if not missing:
+        return []
+    for future in admin.create_topics(missing).values():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process won the race: fine
+                raise
+    return [t.topic for t in missing]
+
+
+def recovery_config(settings: Settings, partitions: int) -> RecoveryConfig | None:
+    directory = settings.engine.recovery_dir
+    if not directory:
+        return None
+    path = Path(directory)
+    if not any(path.glob("part-*.sqlite3")):
+        path.mkdir(parents=True, exist_ok=True)
+        init_db_dir(path, partitions)  # type: ignore[no-untyped-call]
+    return RecoveryConfig(path)  # type: ignore[no-untyped-call]
+
+
+def run_service(settings: Settings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
+    created = ensure_topics(settings)
+    if created:
+        print(f"pulse: created topics {', '.join(created)}", file=sys.stderr, flush=True)
+    if settings.metrics.enabled:
+        metrics.serve(settings.metrics.host, settings.metrics.port)
+        print(
+            f"pulse: metrics on http://{settings.metrics.host}:{settings.metrics.port}/metrics",
+            file=sys.stderr,
+            flush=True,
+        )
+    processes = len(addresses) if addresses else 1
+    recovery = recovery_config(settings, max(processes, 1))
+    config = FlowConfig(
+        settings.vocab(), settings.engine.shards, settings.shard_config(live=True), recovery is not None
+    )
+    flow = build_flow(KafkaSource(settings.kafka), LiveSink(settings), config)
+    print(
+        f"pulse: consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",
+        file=sys.stderr,
+        flush=True,
+    )
+    cli_main(  # type: ignore[no-untyped-call]
+        flow,
+        workers_per_process=settings.engine.workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.engine.snapshot_interval_seconds),
+        recovery_config=recovery,
+    )

@@ -1,0 +1,157 @@
+"""Inputs: JSON-lines files for replay and Kafka partitions for the service, each yielding RawBatch."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+from engine.config import KafkaSettings
+from schemas.codec import RawBatch
+
+log = logging.getLogger("pulse.source")
+
+
+def open_lines(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # GzipFile is a binary IO
+    return path.open("rb")
+
+
+class _Progress:
+    """Prints a line to stderr at most every `every` seconds on long replays; silent on short ones."""
+
+    def __init__(self, label: str, every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._label = label
+        self._every = every
+        self._clock = clock
+        self._start = clock()
+        self._next = self._start + every
+
+    def update(self, count: int) -> None:
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            rate = count / max(now - self._start, 1e-9)
+            print(f"pulse: {self._label}: {count:,} lines read ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+
+class _FilePartition(StatefulSourcePartition[RawBatch, int]):
+    def __init__(self, path: Path, batch_size: int, resume_line: int, progress: bool) -> None:
+        self._path = path
+        self._file = open_lines(path)
+        self._batch_size = batch_size
+        self._line = 0
+        self._progress = _Progress(path.name) if progress else None
+        for _ in range(resume_line):
+            self._file.readline()
+            self._line += 1
+
+    def next_batch(self) -> list[RawBatch]:
+        values: list[bytes] = []
+        offsets: list[int] = []
+        readline = self._file.readline
+        while len(values) < self._batch_size:
+            line = readline()
+            if not line:
+                break
+            self._line += 1
+            # Only the line terminator is removed: everything else reaches the dead letters verbatim.
+            value = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+            if value.strip():
+                values.append(value)
+                offsets.append(self._line)
+        if not values:
+            raise StopIteration
+        if self._progress is not None:
+            self._progress.update(self._line)
+        return [RawBatch(str(self._path), -1, values, offsets)]
+
+    def snapshot(self) -> int:
+        return self._line
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class FileSource(FixedPartitionedSource[RawBatch, int]):
+    """One partition per file, read in line batches; resume state is the line count already read."""
+
+    def __init__(self, paths: list[Path], batch_size: int = 2000, progress: bool = True) -> None:
+        self._paths = {str(p): p for p in paths}
+        self._batch_size = batch_size
+        self._progress = progress
+
+    def list_parts(self) -> list[str]:
+        return sorted(self._paths)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
+        return _FilePartition(self._paths[for_part], self._batch_size, resume_state or 0, self._progress)
+
+
+class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
+    def __init__(self, settings: KafkaSettings, topic: str, partition: int, resume_offset: int | None) -> None:
+        self._topic = topic
+        self._partition = partition
+        self._batch_size = settings.batch_size
+        self._timeout = settings.poll_timeout_ms / 1000
+        start = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
+        self._next_offset = start if resume_offset is None else resume_offset
+        self._consumer = Consumer(settings.consumer_config())
+        self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
+
+    def next_batch(self) -> list[RawBatch]:
+        messages = self._consumer.consume(self._batch_size, self._timeout)
+        values: list[bytes] = []
+        offsets: list[int] = []
+        keys: list[bytes | None] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal() or error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    raise KafkaException(error)
+                log.warning("kafka consumer: %s (retrying)", error)
+                continue
+            values.append(message.value() or b"")
+            offsets.append(message.offset() or 0)
+            keys.append(message.key())
+        if not values:
+            return []
+        self._next_offset = offsets[-1] + 1
+        return [RawBatch(self._topic, self._partition, values, offsets, keys)]
+
+    def snapshot(self) -> int:
+        return self._next_offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaSource(FixedPartitionedSource[RawBatch, int]):
+    """One bytewax partition per topic partition; offsets live in bytewax's recovery snapshots."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+
+    def list_parts(self) -> list[str]:
+        topic = self._settings.input_topic
+        consumer = Consumer(self._settings.consumer_config())
+        try:
+            metadata = consumer.list_topics(topic, timeout=30)
+        finally:
+            consumer.close()
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise RuntimeError(f"input topic {topic!r} is not available: {info.error if info else 'missing'}")
+        return [f"{topic}#{p}" for p in sorted(info.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        topic, _, partition = for_part.rpartition("#")
+        return _KafkaPartition(self._settings, topic, int(partition), resume_state)

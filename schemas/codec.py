@@ -1,0 +1,189 @@
+"""The one place that owns JSON: decoding raw bytes into events or rejections, and encoding outputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from schemas.events import (
+    MAX_ID_LENGTH,
+    MAX_MESSAGE_BYTES,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    NPS_MAX,
+    NPS_MIN,
+    PLAN_DIRECTIONS,
+    SEVERITIES,
+    AccountId,
+    Event,
+    EventId,
+    Origin,
+    Raw,
+    RejectCode,
+    Rejection,
+    UserId,
+    Vocabulary,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Sorted keys make every output byte-identical for identical content, whatever dict order built it.
+_DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """Messages read together from one source partition; parallel lists keep the hot path allocation-free."""
+
+    source: str
+    partition: int
+    values: list[bytes]
+    offsets: list[int]
+    keys: list[bytes | None] | None = None
+
+
+class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, code: RejectCode, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=_DUMPS_OPTIONS)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def format_ts(ms: int) -> str:
+    """Event time as RFC 3339 UTC with milliseconds, the form every output uses."""
+    return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_ts(value: object) -> int:
+    """RFC 3339 with an offset, or integer epoch milliseconds, to epoch milliseconds."""
+    if isinstance(value, bool):
+        raise _Invalid(RejectCode.WRONG_TYPE, "ts must be an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is not a valid RFC 3339 time") from None
+        if parsed.tzinfo is None:
+            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts must carry a date, a time and a UTC offset")
+        try:
+            ms = (parsed - _EPOCH) // _MS
+        except OverflowError:
+            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is out of range") from None
+    else:
+        raise _Invalid(RejectCode.WRONG_TYPE, "ts must be an RFC 3339 string or integer epoch milliseconds")
+    if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is outside 1970-01-01..9999-12-31")
+    return ms
+
+
+def _required_id(doc: dict[str, Any], name: str) -> str:
+    value = _optional_id(doc, name)
+    if value is None:
+        raise _Invalid(RejectCode.MISSING_FIELD, f"{name} is required")
+    return value
+
+
+def _optional_id(doc: dict[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(RejectCode.WRONG_TYPE, f"{name} must be a string")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise _Invalid(RejectCode.INVALID_ID, f"{name} must be 1-{MAX_ID_LENGTH} characters")
+    return value
+
+
+def _check_properties(event_type: str, props: dict[str, Any], vocab: Vocabulary) -> None:
+    """Type-specific properties that are present must be valid (CONTRACT §2 limits)."""
+    if event_type == vocab.nps and "score" in props:
+        score = props["score"]
+        if isinstance(score, bool) or not isinstance(score, int) or not NPS_MIN <= score <= NPS_MAX:
+            raise _Invalid(RejectCode.INVALID_PROPERTY, "properties.score must be an integer 0-10")
+    elif event_type == vocab.ticket_opened and "severity" in props:
+        if props["severity"] not in SEVERITIES:
+            raise _Invalid(RejectCode.INVALID_PROPERTY, f"properties.severity must be one of {SEVERITIES}")
+    elif event_type == "plan_changed" and "direction" in props:
+        if props["direction"] not in PLAN_DIRECTIONS:
+            raise _Invalid(RejectCode.INVALID_PROPERTY, "properties.direction must be up or down")
+    elif event_type == "subscribed" and "mrr" in props:
+        mrr = props["mrr"]
+        if isinstance(mrr, bool) or not isinstance(mrr, int | float) or not math.isfinite(mrr) or mrr < 0:
+            raise _Invalid(RejectCode.INVALID_PROPERTY, "properties.mrr must be a non-negative number")
+    elif event_type == "subscription_cancelled" and "regrettable" in props:
+        if not isinstance(props["regrettable"], bool):
+            raise _Invalid(RejectCode.INVALID_PROPERTY, "properties.regrettable must be a boolean")
+
+
+def _validate(value: bytes, vocab: Vocabulary) -> Event:
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise _Invalid(RejectCode.TOO_LARGE, f"message exceeds {MAX_MESSAGE_BYTES} bytes")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _Invalid(RejectCode.INVALID_JSON, str(exc)[:200]) from None
+    if not isinstance(doc, dict):
+        raise _Invalid(RejectCode.NOT_OBJECT, "an event must be a JSON object")
+    event_id = _required_id(doc, "event_id")
+    user_id = _required_id(doc, "user_id")
+    account_id = _optional_id(doc, "account_id")
+    event_type = doc.get("type")
+    if event_type is None:
+        raise _Invalid(RejectCode.MISSING_FIELD, "type is required")
+    if not isinstance(event_type, str) or not event_type:
+        raise _Invalid(RejectCode.WRONG_TYPE, "type must be a non-empty string")
+    if "ts" not in doc or doc["ts"] is None:
+        raise _Invalid(RejectCode.MISSING_FIELD, "ts is required")
+    ts = parse_ts(doc["ts"])
+    feature = doc.get("feature")
+    if feature is not None and not isinstance(feature, str):
+        raise _Invalid(RejectCode.WRONG_TYPE, "feature must be a string or null")
+    props = doc.get("properties")
+    if props is not None:
+        if not isinstance(props, dict):
+            raise _Invalid(RejectCode.WRONG_TYPE, "properties must be an object or null")
+        _check_properties(event_type, props, vocab)
+    return Event(
+        EventId(event_id),
+        UserId(user_id),
+        AccountId(account_id) if account_id is not None else None,
+        event_type,
+        ts,
+        feature,
+        props,
+        vocab.category(event_type),
+    )
+
+
+def decode(value: bytes, origin: Origin, vocab: Vocabulary, key: bytes | None = None) -> Event | Rejection:
+    """Every byte string becomes an event or a rejection; this never raises."""
+    try:
+        return _validate(value, vocab)
+    except _Invalid as exc:
+        return Rejection(exc.code, exc.detail, Raw(value, origin, key))
+    except RecursionError:  # pragma: no cover - orjson bounds nesting itself; belt and braces
+        return Rejection(RejectCode.INVALID_JSON, "document nested too deeply", Raw(value, origin, key))
+
+
+def decode_batch(batch: RawBatch, vocab: Vocabulary) -> Iterator[Event | Rejection]:
+    keys = batch.keys
+    for i, value in enumerate(batch.values):
+        try:
+            yield _validate(value, vocab)
+        except _Invalid as exc:
+            origin = Origin(batch.source, batch.partition, batch.offsets[i])
+            yield Rejection(exc.code, exc.detail, Raw(value, origin, keys[i] if keys else None))

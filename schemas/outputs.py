@@ -1,0 +1,42 @@
+"""What the engine emits: keyed records per output kind and absolute profile writes (CONTRACT §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class OutputKind(StrEnum):
+    """One output per kind: a Kafka topic in `pulse run`, a `<kind>.jsonl` file in replay."""
+
+    SCORES = "scores"
+    ALERTS = "alerts"
+    LIFECYCLE = "lifecycle"
+    ACCOUNTS = "accounts"
+    DLQ = "dlq"
+    PROFILES = "profiles"
+
+
+class Entity(StrEnum):
+    USER = "user"
+    ACCOUNT = "account"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A keyed JSON document bound for one output; `value` is already encoded by the codec."""
+
+    kind: OutputKind
+    key: str
+    value: bytes
+    ts: int  # event time it describes, epoch ms: replay orders each output file by (ts, key)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileWrite:
+    """The whole current profile of one user or account; `fields` None means erase it."""
+
+    entity: Entity
+    key: str
+    fields: dict[str, Any] | None
