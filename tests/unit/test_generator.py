@@ -1,0 +1,279 @@
+"""Unit tests for engine.generator: determinism, contract shape, personas, bad lines, ordering bounds."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.generator import (
+    FEATURES,
+    MAX_REORDER_MS,
+    PERSONAS,
+    GeneratorConfig,
+    fast_events,
+    generate,
+    persona_of,
+    write_jsonl,
+)
+
+KNOWN_TYPES = {
+    "session_start", "page_view", "feature_used", "api_call", "purchase", "nps_response",
+    "support_ticket_opened", "support_ticket_resolved", "seat_added", "seat_removed", "admin_changed",
+    "signed_up", "trial_started", "demo_requested", "subscribed", "plan_changed", "subscription_paused",
+    "subscription_resumed", "cancellation_requested", "subscription_cancelled", "erasure_requested",
+}  # fmt: skip
+SEVERITIES = {"low", "normal", "high", "urgent"}
+MAX_TS_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z
+SMALL = GeneratorConfig(users=60, accounts=8, days=21, seed=11)
+Doc = dict[str, object]
+
+
+def _ts_ms(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < MAX_TS_MS else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return None if parsed.tzinfo is None else int(parsed.timestamp() * 1000)
+
+
+def _valid(line: bytes) -> Doc | None:
+    """A contract check in the spirit of the engine's validator; returns the doc or None."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    ids_ok = all(isinstance(doc.get(k), str) and 0 < len(doc[k]) <= 256 for k in ("event_id", "user_id"))
+    if not ids_ok or not isinstance(doc.get("type"), str) or _ts_ms(doc.get("ts")) is None:
+        return None
+    props = doc.get("properties")
+    if doc["type"] == "nps_response" and not (isinstance(props, dict) and props.get("score") in range(11)):
+        return None
+    if doc["type"] == "support_ticket_opened" and not (isinstance(props, dict) and props.get("severity") in SEVERITIES):
+        return None
+    return doc
+
+
+def _valid_docs(lines: Sequence[bytes]) -> list[Doc]:
+    return [d for d in map(_valid, lines) if d is not None]
+
+
+@pytest.fixture(scope="module")
+def default_lines() -> list[bytes]:
+    return list(generate(GeneratorConfig()))
+
+
+@pytest.fixture(scope="module")
+def default_docs(default_lines: list[bytes]) -> list[Doc]:
+    return _valid_docs(default_lines)
+
+
+def test_same_config_is_byte_identical(default_lines: list[bytes]) -> None:
+    assert list(generate(GeneratorConfig())) == default_lines
+
+
+def test_different_seed_differs() -> None:
+    assert list(generate(SMALL)) != list(generate(GeneratorConfig(users=60, accounts=8, days=21, seed=12)))
+
+
+def test_default_volume_in_expected_range(default_lines: list[bytes]) -> None:
+    assert 30_000 <= len(default_lines) <= 60_000
+
+
+def test_lines_are_single_json_documents_without_newline(default_lines: list[bytes]) -> None:
+    assert all(isinstance(line, bytes) and b"\n" not in line for line in default_lines)
+
+
+def test_ids_unique_except_deliberate_duplicates(default_docs: list[Doc], default_lines: list[bytes]) -> None:
+    by_id: dict[object, list[bytes]] = {}
+    for line, doc in zip(default_lines, map(_valid, default_lines), strict=True):
+        if doc is not None:
+            by_id.setdefault(doc["event_id"], []).append(line)
+    repeats = [copies for copies in by_id.values() if len(copies) > 1]
+    expected = round(len(by_id) * GeneratorConfig().duplicate_rate)
+    assert abs(len(repeats) - expected) <= max(3, expected // 5)
+    # A re-send is the very same document, never a different event reusing an id.
+    assert all(len(copies) == 2 and copies[0] == copies[1] for copies in repeats)
+
+
+def test_no_duplicates_when_rate_zero() -> None:
+    docs = _valid_docs(list(generate(GeneratorConfig(users=60, accounts=8, days=21, duplicate_rate=0.0))))
+    ids = [d["event_id"] for d in docs]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_persona_present(default_docs: list[Doc]) -> None:
+    assert {persona_of(str(d["user_id"])) for d in default_docs} == set(PERSONAS)
+
+
+def test_every_persona_present_in_tiny_config() -> None:
+    docs = _valid_docs(list(generate(GeneratorConfig(users=7, accounts=2, days=30, seed=3))))
+    assert {persona_of(str(d["user_id"])) for d in docs} == set(PERSONAS)
+
+
+def test_malformed_share_near_rate(default_lines: list[bytes], default_docs: list[Doc]) -> None:
+    bad = len(default_lines) - len(default_docs)
+    assert bad > 0
+    assert abs(bad / len(default_lines) - GeneratorConfig().malformed_rate) < 0.0005
+
+
+def test_malformed_lines_cover_the_catalogue(default_lines: list[bytes]) -> None:
+    bad = [line for line in default_lines if _valid(line) is None]
+    assert any(not line.lstrip().startswith((b"{", b"[", b"\xff")) for line in bad)  # plain text
+    assert any(line.startswith(b"[") for line in bad)
+    assert any(line.startswith(b"\xff\xfe") for line in bad)
+    assert any(b'"ts":true' in line for line in bad)
+    assert any(b'"ts":"2026-02-30T10:00:00Z"' in line for line in bad)
+    assert any(b'"ts":3093527980800000' in line for line in bad)
+    assert any(b'"score":11' in line for line in bad)
+    assert any(b'"severity":"blocker"' in line for line in bad)
+    assert any(b'"event_id":""' in line for line in bad)
+    assert any(b"e" * 300 in line for line in bad)
+    assert any(b'"user_id":4242' in line for line in bad)
+
+
+def test_no_malformed_when_rate_zero() -> None:
+    lines = list(generate(GeneratorConfig(users=60, accounts=8, days=21, malformed_rate=0.0)))
+    assert len(_valid_docs(lines)) == len(lines)
+
+
+def test_timestamps_nondecreasing_up_to_bounded_reordering(default_docs: list[Doc]) -> None:
+    newest = 0
+    late_firsts = 0
+    seen: set[object] = set()
+    for doc in default_docs:
+        ts = _ts_ms(doc["ts"])
+        assert ts is not None
+        assert ts >= newest - MAX_REORDER_MS, doc
+        # Re-sent duplicates are late by construction; count only first sightings as late arrivals.
+        late_firsts += ts < newest and doc["event_id"] not in seen
+        seen.add(doc["event_id"])
+        newest = max(newest, ts)
+    assert late_firsts > 0
+
+
+def test_events_inside_configured_window(default_docs: list[Doc]) -> None:
+    config = GeneratorConfig()
+    lo = int(config.start.timestamp() * 1000)
+    hi = int((config.start + timedelta(days=config.days)).timestamp() * 1000)
+    assert all(lo <= (_ts_ms(d["ts"]) or -1) < hi for d in default_docs)
+
+
+def test_timestamp_formats_mix_strings_with_offsets_and_epoch_ms(default_docs: list[Doc]) -> None:
+    epoch = sum(isinstance(d["ts"], int) for d in default_docs)
+    assert 0.07 < epoch / len(default_docs) < 0.13
+    strings = [d["ts"] for d in default_docs if isinstance(d["ts"], str)]
+    assert any(s.endswith("Z") for s in strings)
+    assert any(s.endswith("+01:00") for s in strings)
+    assert any(s[-6] == "-" for s in strings)
+
+
+def test_vocabulary_and_payloads(default_docs: list[Doc]) -> None:
+    types = Counter(str(d["type"]) for d in default_docs)
+    assert set(types) >= KNOWN_TYPES
+    unknown = sum(n for t, n in types.items() if t not in KNOWN_TYPES)
+    assert 0 < unknown < 0.01 * len(default_docs)
+    assert {d["feature"] for d in default_docs if d["type"] == "feature_used"} == set(FEATURES)
+    assert all(d["feature"] is None for d in default_docs if d["type"] != "feature_used")
+    assert types["erasure_requested"] in range(1, 6)
+
+
+def test_commercial_payloads(default_docs: list[Doc]) -> None:
+    def props(kind: str) -> list[dict[str, object]]:
+        return [d["properties"] for d in default_docs if d["type"] == kind and isinstance(d["properties"], dict)]
+
+    assert all(isinstance(p["mrr"], float) and p["plan"] for p in props("subscribed"))
+    assert {p["direction"] for p in props("plan_changed")} <= {"up", "down"}
+    assert all(isinstance(p["regrettable"], bool) and p["reason"] for p in props("subscription_cancelled"))
+    assert all({"email", "name", "phone", "ip"} <= p.keys() for p in props("signed_up"))
+    opened = {p["ticket_id"] for p in props("support_ticket_opened")}
+    assert opened
+    assert {p["ticket_id"] for p in props("support_ticket_resolved")} <= opened
+
+
+def test_churners_go_silent_before_the_end(default_docs: list[Doc]) -> None:
+    config = GeneratorConfig()
+    cutoff = int((config.start + timedelta(days=config.days * 0.75)).timestamp() * 1000)
+    churner_sessions = [
+        _ts_ms(d["ts"]) or 0
+        for d in default_docs
+        if d["type"] == "session_start" and persona_of(str(d["user_id"])) == "churner"
+    ]
+    assert churner_sessions
+    assert max(churner_sessions) < cutoff
+
+
+def test_persona_sentiment_differs(default_docs: list[Doc]) -> None:
+    scores: dict[str, list[int]] = {}
+    for d in default_docs:
+        if d["type"] == "nps_response" and isinstance(d["properties"], dict):
+            scores.setdefault(persona_of(str(d["user_id"])), []).append(int(str(d["properties"]["score"])))
+    mean = {persona: sum(v) / len(v) for persona, v in scores.items()}
+    assert mean["churner"] < 6.5 < mean["daily"]
+    assert mean["power"] > mean["sporadic"]
+
+
+def test_persona_of_round_trips(default_docs: list[Doc]) -> None:
+    for persona in PERSONAS:
+        assert persona_of(f"u0042-{persona}") == persona
+    assert all(str(d["user_id"]).endswith("-" + persona_of(str(d["user_id"]))) for d in default_docs)
+    with pytest.raises(ValueError, match="not a generated user id"):
+        persona_of("u0042-astronaut")
+    with pytest.raises(ValueError, match="not a generated user id"):
+        persona_of("someone")
+
+
+def test_write_jsonl_plain_and_gzip_are_deterministic(tmp_path: Path) -> None:
+    plain = tmp_path / "events.jsonl"
+    count = write_jsonl(plain, SMALL)
+    assert count == len(plain.read_bytes().splitlines()) == len(list(generate(SMALL)))
+    first, second = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    assert write_jsonl(first, SMALL) == write_jsonl(second, SMALL) == count
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes()[4:8] == b"\x00\x00\x00\x00"  # no mtime in the gzip header
+    assert gzip.decompress(first.read_bytes()) == plain.read_bytes()
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        GeneratorConfig(users=0)
+    with pytest.raises(ValueError, match="must be in"):
+        GeneratorConfig(malformed_rate=1.5)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        GeneratorConfig(start=datetime(2026, 1, 5))
+    assert GeneratorConfig(start=datetime(2026, 1, 5, tzinfo=UTC)).start.weekday() == 0
+
+
+def test_fast_events_count_validity_and_order() -> None:
+    lines = list(fast_events(20_000, users=50, seed=5))
+    assert len(lines) == 20_000
+    docs = [_valid(line) for line in lines]
+    assert all(d is not None for d in docs)
+    valid = [d for d in docs if d is not None]
+    stamps = [_ts_ms(d["ts"]) or 0 for d in valid]
+    assert all(a < b for a, b in pairwise(stamps))
+    assert len({d["event_id"] for d in valid}) == len(valid)
+    assert len({d["user_id"] for d in valid}) == 50
+    types = Counter(str(d["type"]) for d in valid)
+    assert set(types) <= KNOWN_TYPES
+    assert types["feature_used"] > types["nps_response"] > 0
+    assert types["support_ticket_opened"] > 0
+
+
+def test_fast_events_deterministic() -> None:
+    assert list(fast_events(1000, users=10, seed=1)) == list(fast_events(1000, users=10, seed=1))
+    assert list(fast_events(1000, users=10, seed=1)) != list(fast_events(1000, users=10, seed=2))
