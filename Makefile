@@ -59,6 +59,7 @@ bench: install services ## throughput: plain-Python ceiling vs the Pulse pipelin
 
 lock: ## re-resolve exact versions into requirements.lock (needs uv)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements-runtime.lock
 
 clean: ## remove the venv and caches (not the Kafka/Redis data)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

@@ -1,0 +1,24 @@
+# Pulse service image: `pulse run` as a non-root user. Build: docker build -t pulse .
+# Stage 1 builds a self-contained virtualenv from the hashed runtime lock file.
+FROM python:3.12-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements-runtime.lock ./
+RUN python -m venv /opt/pulse && /opt/pulse/bin/pip install --require-hashes -r requirements-runtime.lock
+COPY pyproject.toml README.md ./
+COPY engine ./engine
+COPY operators ./operators
+COPY schemas ./schemas
+RUN /opt/pulse/bin/pip install --no-deps .
+
+# Stage 2: only the virtualenv, no compilers, no sources, no pip cache.
+FROM python:3.12-slim-bookworm
+RUN groupadd --system pulse && useradd --system --gid pulse --home-dir /var/lib/pulse --create-home pulse
+COPY --from=build /opt/pulse /opt/pulse
+ENV PATH=/opt/pulse/bin:$PATH PYTHONUNBUFFERED=1 \
+    PULSE_METRICS_HOST=0.0.0.0 PULSE_ENGINE_RECOVERY_DIR=/var/lib/pulse/recovery
+USER pulse
+WORKDIR /var/lib/pulse
+VOLUME ["/var/lib/pulse"]
+EXPOSE 9464
+ENTRYPOINT ["pulse", "run"]
