@@ -111,6 +111,7 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         "rejected": len(rejections),
         "rejected_by_code": dict(sorted(Counter(r.code.value for r in rejections).items())),
         "erasures": sum(f.shard_state.counters.erasures for f in finals),
+        "suppressed_after_erasure": sum(f.shard_state.counters.suppressed_after_erasure for f in finals),
         "beyond_dedup_horizon": sum(f.shard_state.counters.beyond_dedup_horizon for f in finals),
         "users": len(users),
         "as_of": format_ts(as_of) if as_of >= 0 else None,

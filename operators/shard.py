@@ -33,6 +33,8 @@ class Counters:
     applied: int = 0
     duplicates: int = 0
     erasures: int = 0
+    # Events from before a user's erasure that arrive after it: accounted for, never re-create the user.
+    suppressed_after_erasure: int = 0
     # Events older than the de-duplication horizon: applied, but a duplicate this old would not be caught.
     beyond_dedup_horizon: int = 0
 
@@ -43,6 +45,8 @@ class Shard:
 
     users: dict[str, UserState] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
+    # user_id -> event time of their latest erasure; ids only, no personal data.
+    erased: dict[str, int] = field(default_factory=dict)
     watermark: int = -1
     counters: Counters = field(default_factory=Counters)
     prune_at: int = 4096
@@ -68,9 +72,14 @@ class Shard:
             user_id = event.user_id
             if event.category is Category.PRIVACY:
                 counters.erasures += 1
+                if ts > self.erased.get(user_id, -1):
+                    self.erased[user_id] = ts
                 users.pop(user_id, None)
                 touched.discard(user_id)
                 outputs.append(ProfileWrite(Entity.USER, user_id, None))
+                continue
+            if self.erased and ts <= self.erased.get(user_id, -1):
+                counters.suppressed_after_erasure += 1
                 continue
             user = users.get(user_id)
             if user is None:

@@ -17,6 +17,7 @@ class UserState:
 
     __slots__ = (
         "account_id",
+        "account_ts",
         "active_day_count",
         "counts",
         "day_base",
@@ -30,6 +31,7 @@ class UserState:
 
     def __init__(self, ts: int) -> None:
         self.account_id: str | None = None
+        self.account_ts = -1
         self.first_seen = ts
         self.last_seen = ts
         # Active days (epoch days, UTC) as a bitmap starting at day_base; see _add_day.
@@ -55,12 +57,17 @@ class UserState:
             self.first_seen = ts
         if ts > self.last_seen:
             self.last_seen = ts
-        if event.account_id is not None:
-            self.account_id = event.account_id
+        account = event.account_id
+        # The account of the latest event wins (ties: the larger id), so arrival order does not matter.
+        if account is not None and (
+            ts > self.account_ts or (ts == self.account_ts and account > (self.account_id or ""))
+        ):
+            self.account_id = account
+            self.account_ts = ts
         self.counts[event.category] += 1
         if event.category is Category.ACTIVITY:
             self._add_day(ts // DAY_MS)
-            if event.feature is not None and event.type == "feature_used":
+            if event.feature is not None:
                 name = sys.intern(event.feature)
                 self.features[name] = self.features.get(name, 0) + 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 
 from schemas.events import (
+    DETAIL_KEYS,
     MAX_ID_LENGTH,
     MAX_MESSAGE_BYTES,
     MAX_TS_MS,
@@ -31,6 +33,9 @@ from schemas.events import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 §5.6 date-time, nothing more: datetime.fromisoformat alone accepts other ISO 8601 forms and,
+# on 3.11, ignores whatever follows a sixth fractional digit.
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,6})?\d*([Zz]|[+-]\d{2}:\d{2})")
 _MS = timedelta(milliseconds=1)
 # Sorted keys make every output byte-identical for identical content, whatever dict order built it.
 _DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
@@ -73,16 +78,21 @@ def parse_ts(value: object) -> int:
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str):
+        match = _RFC3339.fullmatch(value)
+        if match is None:
+            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is not an RFC 3339 date-time with a UTC offset")
+        date, time, fraction, offset = match.groups()
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(f"{date}T{time}{fraction or ''}{'+00:00' if offset in 'Zz' else offset}")
         except ValueError:
-            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is not a valid RFC 3339 time") from None
-        if parsed.tzinfo is None:
-            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts must carry a date, a time and a UTC offset")
+            raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is not a valid calendar date and time") from None
         try:
             ms = (parsed - _EPOCH) // _MS
         except OverflowError:
             raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is out of range") from None
+    elif isinstance(value, float) and (not math.isfinite(value) or not MIN_TS_MS <= value <= MAX_TS_MS):
+        # orjson reads integers beyond 64 bits as floats: those are out of range, not of the wrong type.
+        raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is outside 1970-01-01..9999-12-31")
     else:
         raise _Invalid(RejectCode.WRONG_TYPE, "ts must be an RFC 3339 string or integer epoch milliseconds")
     if not MIN_TS_MS <= ms <= MAX_TS_MS:
@@ -157,6 +167,9 @@ def _validate(value: bytes, vocab: Vocabulary) -> Event:
         if not isinstance(props, dict):
             raise _Invalid(RejectCode.WRONG_TYPE, "properties must be an object or null")
         _check_properties(event_type, props, vocab)
+        props = {k: v for k, v in props.items() if k in DETAIL_KEYS and isinstance(v, str | int | float)} or None
+    if event_type != vocab.feature:
+        feature = None
     return Event(
         EventId(event_id),
         UserId(user_id),

@@ -19,6 +19,8 @@ MAX_TS_MS = 253_402_300_799_999
 NPS_MIN, NPS_MAX = 0, 10
 SEVERITIES = ("low", "normal", "high", "urgent")
 PLAN_DIRECTIONS = ("up", "down")
+# The only properties the engine keeps (scalars): everything else, PII included, is dropped at decode.
+DETAIL_KEYS = frozenset({"score", "severity", "ticket_id", "plan", "mrr", "direction", "reason", "regrettable"})
 
 
 class Category(IntEnum):
@@ -89,7 +91,11 @@ class Vocabulary:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One valid input event; `ts` is event time in epoch milliseconds."""
+    """One valid input event; `ts` is event time in epoch milliseconds.
+
+    `feature` is set only on the vocabulary's feature type. `properties` holds only the known
+    type-specific scalars (DETAIL_KEYS): personal data and nested values never get past the decoder.
+    """
 
     event_id: EventId
     user_id: UserId

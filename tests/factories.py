@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from schemas.codec import dumps
-from schemas.events import AccountId, Event, EventId, Origin, UserId, Vocabulary
+from schemas.events import DETAIL_KEYS, AccountId, Event, EventId, Origin, UserId, Vocabulary
 
 VOCAB: Final = Vocabulary()
 ORIGIN: Final = Origin("pulse-events", 3, 42)
@@ -88,7 +88,7 @@ def make_event(
         AccountId(account_id) if account_id is not None else None,
         type,
         ts,
-        feature,
+        feature if type == vocab.feature else None,
         properties,
         vocab.category(type),
     )
@@ -97,3 +97,15 @@ def make_event(
 def day_ts(day_offset: int, hour: int = 12) -> int:
     """Epoch ms at `hour` UTC on the day `day_offset` days from T0's day."""
     return (T0_DAY + day_offset) * DAY_MS + hour * 3_600_000
+
+
+def kept_details(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """What the decoder keeps of `properties`: the known type-specific scalars only (no PII, no nesting)."""
+    props = doc.get("properties") or {}
+    kept = {k: v for k, v in props.items() if k in DETAIL_KEYS and isinstance(v, str | int | float)}
+    return kept or None
+
+
+def kept_feature(doc: dict[str, Any], vocab: Vocabulary = VOCAB) -> str | None:
+    """The decoder keeps `feature` only on the vocabulary's feature type."""
+    return doc.get("feature") if doc.get("type") == vocab.feature else None

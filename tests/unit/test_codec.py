@@ -22,7 +22,7 @@ from schemas.events import (
     UserId,
     Vocabulary,
 )
-from tests.factories import MISSING, ORIGIN, T0, VOCAB, RawJSON, event_bytes, event_doc
+from tests.factories import MISSING, ORIGIN, T0, VOCAB, RawJSON, event_bytes, event_doc, kept_details, kept_feature
 
 R = RejectCode
 LONG_ID = "x" * (MAX_ID_LENGTH + 1)
@@ -225,12 +225,6 @@ def test_reject_codes_are_stable() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG schemas/codec.py: orjson turns integers beyond 64 bits into floats, so an out-of-range integer ts "
-    "is wrong_type while 2**64-1 is invalid_timestamp",
-)
 @pytest.mark.parametrize("literal", [b"18446744073709551616", b"-9223372036854775809"], ids=["2**64", "-2**63-1"])
 def test_ts_integer_beyond_64_bits_is_an_invalid_timestamp(literal: bytes) -> None:
     rejection = _reject(event_bytes(ts=RawJSON(literal)))
@@ -294,22 +288,11 @@ def test_accepts_timestamps(ts: str | int, expected_ms: int) -> None:
     assert _accept(event_bytes(ts=ts)).ts == expected_ms
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG schemas/codec.py parse_ts: RFC 3339 §5.6 allows lower-case 't' and 'z'; they are rejected",
-)
 @pytest.mark.parametrize("ts", ["2026-03-02t12:00:00z", "2026-03-02T12:00:00z"])
 def test_accepts_lower_case_rfc3339_separators(ts: str) -> None:
     assert _accept(event_bytes(ts=ts)).ts == T0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG schemas/codec.py parse_ts: CPython 3.11 datetime.fromisoformat ignores anything after the 6th "
-    "fractional digit, so a timestamp with trailing garbage is accepted",
-)
 @pytest.mark.parametrize(
     "ts",
     ["2026-03-02T12:00:00.123456xyzZ", "2026-03-02T12:00:00.1234567abc+01:00", "2026-03-02T12:00:00.123456!!Z"],
@@ -318,11 +301,6 @@ def test_rejects_timestamps_with_trailing_garbage(ts: str) -> None:
     assert _reject(event_bytes(ts=ts)).code is R.INVALID_TIMESTAMP
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="schemas/codec.py parse_ts: ISO 8601 forms that are not RFC 3339 (CONTRACT §2) are accepted",
-)
 @pytest.mark.parametrize(
     "ts",
     [
@@ -354,7 +332,7 @@ def test_decodes_every_field() -> None:
         "feature_used",
         T0 + 42,
         "export",
-        {"email": "a@example.com", "nested": {"list": [1, 2.5, None, True]}},
+        None,  # personal data and nested values are dropped at decode; only known scalars are kept
         Category.ACTIVITY,
     )
 
@@ -394,8 +372,8 @@ def test_accepts_valid_variants(fields: dict[str, Any]) -> None:
     assert event.user_id == doc["user_id"]
     assert event.account_id == doc.get("account_id")
     assert event.type == doc["type"]
-    assert event.feature == doc.get("feature")
-    assert event.properties == loads(dumps(doc.get("properties")))
+    assert event.feature == kept_feature(doc)
+    assert event.properties == kept_details(loads(dumps(doc)))
 
 
 CATEGORY_CASES = [
@@ -431,12 +409,6 @@ def test_vocabulary_is_configurable() -> None:
     assert survey.code is R.INVALID_PROPERTY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG schemas/codec.py: decode accepts properties nested ~1000 deep (orjson's limit is 1024), but such an "
-    "Event cannot be pickled (RecursionError); a 2-process bytewax cluster then panics (Send thread panic)",
-)
 def test_accepted_events_survive_pickling() -> None:
     depth = 1000
     value = event_bytes(properties={"x": RawJSON(b"[" * depth + b"]" * depth)})

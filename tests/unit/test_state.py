@@ -155,12 +155,6 @@ def test_features_render_sorted() -> None:
     assert list(render_profile("user-1", _state(events), T0)["features"]) == sorted(names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG operators/state.py UserState.apply: compares with the literal 'feature_used' instead of the "
-    "configured Vocabulary.feature, so a renamed feature type never counts towards adoption",
-)
 def test_feature_type_follows_the_vocabulary() -> None:
     vocab = Vocabulary(activity=frozenset({"used_feature"}), feature="used_feature")
     event = make_event(type="used_feature", feature="export", vocab=vocab)
@@ -208,12 +202,6 @@ def test_account_id(accounts: list[str | None], expected: str | None) -> None:
     assert render_profile("user-1", _state(events), T0)["account_id"] == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG operators/state.py UserState.apply: account_id is the last one *applied*, not the one of the latest "
-    "event time, so a user who moved account gets an arrival-order-dependent profile",
-)
 def test_account_id_does_not_depend_on_arrival_order() -> None:
     old = make_event(event_id="old", account_id="acct-old", ts=T0)
     new = make_event(event_id="new", account_id="acct-new", ts=T0 + DAY_MS)
