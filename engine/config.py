@@ -97,6 +97,8 @@ class EngineSettings:
     snapshot_interval_seconds: float = 10.0
     recovery_dir: str = ""
     replay_batch_size: int = 2000
+    # Live mode: a user's Redis profile is rewritten at most this often, however many events arrive.
+    profile_flush_ms: int = 1000
 
 
 @dataclass(frozen=True, slots=True)

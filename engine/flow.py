@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -37,6 +38,9 @@ class FlowConfig:
     shard: ShardConfig
     # Snapshots cost a pickle of the shard per epoch; skip it when nothing would keep them.
     recovery: bool
+    # Live mode: changed profiles are written at most this often per shard (wall clock).
+    profile_flush: timedelta = timedelta(seconds=1)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
 
 def _decoder(config: FlowConfig) -> Any:
@@ -68,10 +72,13 @@ def _decoder(config: FlowConfig) -> Any:
 
 
 class ShardLogic(StatefulBatchLogic[list[Event], list[Any], Any]):
+    """Glue between bytewax and one Shard: metrics, the profile flush schedule, cheap snapshots."""
+
     def __init__(self, key: str, config: FlowConfig, resume: bytes | None) -> None:
         self._key = key
         self._config = config
         self._shard: Shard = pickle.loads(resume) if resume is not None else Shard()
+        self._next_flush = config.clock() + config.profile_flush
 
     def on_batch(self, values: list[list[Event]]) -> tuple[Iterable[list[Output]], bool]:
         shard = self._shard
@@ -83,10 +90,25 @@ class ShardLogic(StatefulBatchLogic[list[Event], list[Any], Any]):
         metrics.DUPLICATES.inc(shard.counters.duplicates - before[1])
         metrics.USERS.labels(self._key).set(len(shard.users))
         metrics.WATERMARK.labels(self._key).set(max(shard.watermark, 0) / 1000)
+        if self._config.clock() >= self._next_flush:
+            outputs.extend(self._flush())
         return ([outputs] if outputs else []), StatefulBatchLogic.RETAIN
 
+    def _flush(self) -> list[Output]:
+        self._next_flush = self._config.clock() + self._config.profile_flush
+        return self._shard.flush_profiles()
+
+    def on_notify(self) -> tuple[Iterable[list[Output]], bool]:
+        writes = self._flush()
+        return ([writes] if writes else []), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self._next_flush if self._shard.dirty else None
+
     def on_eof(self) -> tuple[Iterable[list[Any]], bool]:
-        return [[ShardFinal(self._key, self._shard)]], StatefulBatchLogic.RETAIN
+        final: list[Any] = self._flush()
+        final.append(ShardFinal(self._key, self._shard))
+        return [final], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         # A pickle is an immutable copy, several times cheaper than the deepcopy bytewax suggests.

@@ -75,7 +75,11 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
     processes = len(addresses) if addresses else 1
     recovery = recovery_config(settings, max(processes, 1))
     config = FlowConfig(
-        settings.vocab(), settings.engine.shards, settings.shard_config(live=True), recovery is not None
+        settings.vocab(),
+        settings.engine.shards,
+        settings.shard_config(live=True),
+        recovery is not None,
+        timedelta(milliseconds=settings.engine.profile_flush_ms),
     )
     flow = build_flow(KafkaSource(settings.kafka), LiveSink(settings), config)
     print(

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from operators.state import UserState, render_profile
-from schemas.events import Category, Event, UserId
+from schemas.events import Category, Event
 from schemas.outputs import Entity, ProfileWrite, Record
 
 HOUR_MS = 3_600_000
@@ -24,7 +24,7 @@ class ShardConfig:
     """What a shard needs to know; built once from the settings."""
 
     dedup_horizon_ms: int = 7 * 24 * HOUR_MS
-    # Live mode writes each touched user's profile after every batch; replay renders them once at the end.
+    # Live mode keeps the users whose profile changed for the next flush; replay renders them once at the end.
     live_profiles: bool = False
 
 
@@ -50,13 +50,16 @@ class Shard:
     watermark: int = -1
     counters: Counters = field(default_factory=Counters)
     prune_at: int = 4096
+    # Users whose profile changed since the last flush (live mode); see flush_profiles.
+    dirty: set[str] = field(default_factory=set)
 
     def process(self, events: Iterable[Event], config: ShardConfig) -> list[Output]:
-        """Apply a batch; returns what it changed (profiles in live mode, erasures always)."""
+        """Apply a batch; returns the outputs it causes at once (erasures); profiles wait for a flush."""
         users = self.users
         seen = self.seen
         counters = self.counters
-        touched: set[UserId] = set()
+        dirty = self.dirty
+        live = config.live_profiles
         outputs: list[Output] = []
         for event in events:
             if event.event_id in seen:
@@ -75,7 +78,7 @@ class Shard:
                 if ts > self.erased.get(user_id, -1):
                     self.erased[user_id] = ts
                 users.pop(user_id, None)
-                touched.discard(user_id)
+                dirty.discard(user_id)
                 outputs.append(ProfileWrite(Entity.USER, user_id, None))
                 continue
             if self.erased and ts <= self.erased.get(user_id, -1):
@@ -85,14 +88,26 @@ class Shard:
             if user is None:
                 user = users[user_id] = UserState(ts)
             user.apply(event)
-            touched.add(user_id)
-        if config.live_profiles:
-            as_of = self.watermark
-            for user_id in sorted(touched):
-                outputs.append(ProfileWrite(Entity.USER, user_id, render_profile(user_id, users[user_id], as_of)))
+            if live:
+                dirty.add(user_id)
         if len(seen) >= self.prune_at:
             self._prune(config.dedup_horizon_ms)
         return outputs
+
+    def flush_profiles(self) -> list[Output]:
+        """Render every changed profile once, as of the shard's clock. Coalescing many events of a user
+        into one write is what keeps the store from costing more than the processing (the record-cache
+        idea of Kafka Streams)."""
+        if not self.dirty:
+            return []
+        as_of = self.watermark
+        users = self.users
+        writes: list[Output] = [
+            ProfileWrite(Entity.USER, user_id, render_profile(user_id, users[user_id], as_of))
+            for user_id in sorted(self.dirty)
+        ]
+        self.dirty = set()
+        return writes
 
     def _prune(self, horizon_ms: int) -> None:
         floor = self.watermark - horizon_ms

@@ -119,22 +119,26 @@ def _writes(outputs: Sequence[Output]) -> list[ProfileWrite]:
     return [o for o in outputs if isinstance(o, ProfileWrite)]
 
 
-def test_live_mode_writes_every_touched_profile_sorted() -> None:
+def test_live_mode_flush_writes_every_changed_profile_once_sorted() -> None:
     shard = Shard()
-    outputs = _writes(shard.process([C_OTHER_USER, B, A], LIVE))
+    assert shard.process([C_OTHER_USER, B], LIVE) == []
+    assert shard.process([A], LIVE) == []
+    outputs = _writes(shard.flush_profiles())
     assert [(o.entity, o.key) for o in outputs] == [(Entity.USER, "user-1"), (Entity.USER, "user-2")]
     for output in outputs:
         assert output.fields == render_profile(output.key, shard.users[output.key], T0 + DAY_MS)
-    assert shard.process([A], LIVE) == []
+    assert shard.flush_profiles() == []
+    shard.process([A], LIVE)  # a duplicate changes nothing, so nothing is due
+    assert shard.flush_profiles() == []
 
 
 def test_live_mode_erasure_in_the_same_batch() -> None:
     shard = Shard()
-    outputs = _writes(shard.process([A, C_OTHER_USER, ERASE_1], LIVE))
+    outputs = _writes(shard.process([A, C_OTHER_USER, ERASE_1], LIVE) + shard.flush_profiles())
     assert [(o.key, o.fields is None) for o in outputs] == [("user-1", True), ("user-2", False)]
     later = make_event(event_id="later", ts=T0 + 4 * DAY_MS)
     erase_again = make_event(event_id="erase-2", type="erasure_requested", ts=T0 + 3 * DAY_MS)
-    outputs = _writes(shard.process([erase_again, later], LIVE))
+    outputs = _writes(shard.process([erase_again, later], LIVE) + shard.flush_profiles())
     assert [(o.key, o.fields is None) for o in outputs] == [("user-1", True), ("user-1", False)]
 
 
