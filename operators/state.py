@@ -115,6 +115,6 @@ def render_profile(user_id: str, user: UserState, as_of_ms: int) -> dict[str, An
         "active_days_7": user.active_days(as_of_ms, 7),
         "active_days_28": user.active_days(as_of_ms, 28),
         "active_days_total": user.active_day_count,
-        "counts": dict(zip(CATEGORY_NAMES, user.counts, strict=True)),
-        "features": dict(sorted(user.features.items())),
+        "counts": dict(zip(CATEGORY_NAMES, user.counts)),  # noqa: B905 - same length by construction; hot
+        "features": dict(sorted(user.features.items())) if len(user.features) > 1 else dict(user.features),
     }
