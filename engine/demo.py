@@ -39,7 +39,7 @@ def summarize(out_dir: Path, summary: dict[str, Any]) -> str:
         d28 = sum(p["active_days_28"] for p in profiles) / n
         lines.append(f"  {persona:<11}{n:>6}{d7:>17.1f}{d28:>18.1f}")
     lines += ["", "Outputs in " + str(out_dir) + ":"]
-    lines += [f"  {kind}.jsonl{'':<4}{n:>8,}" for kind, n in summary["outputs"].items()]
+    lines += [f"  {kind + '.jsonl':<18}{n:>8,}" for kind, n in summary["outputs"].items()]
     lines.append("  summary.json")
     return "\n".join(lines)
 
