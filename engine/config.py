@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 import types
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from operators.shard import HOUR_MS, ShardConfig
+from operators.scoring import ScoreModel
+from operators.shard import HOLD_ALL, HOUR_MS, ShardConfig
 from schemas.events import Vocabulary
 from schemas.outputs import OutputKind
 
@@ -99,6 +101,11 @@ class EngineSettings:
     replay_batch_size: int = 2000
     # Live mode: a user's Redis profile is rewritten at most this often, however many events arrive.
     profile_flush_ms: int = 1000
+    # Events up to this late (event time) are re-ordered before they are applied, so bounded shuffling
+    # does not change any output. Always on in replay; in `pulse run` it delays outputs by as much, so
+    # it is off unless reorder_live is true.
+    allowed_lateness_minutes: int = 60
+    reorder_live: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,7 @@ class Settings:
     engine: EngineSettings = EngineSettings()
     metrics: MetricsSettings = MetricsSettings()
     vocabulary: VocabularySettings = VocabularySettings()
+    score: ScoreModel = ScoreModel()  # noqa: RUF009 - frozen, so one shared default is safe
 
     def vocab(self) -> Vocabulary:
         return Vocabulary(
@@ -129,7 +137,16 @@ class Settings:
         )
 
     def shard_config(self, live: bool) -> ShardConfig:
-        return ShardConfig(dedup_horizon_ms=self.engine.dedup_horizon_hours * HOUR_MS, live_profiles=live)
+        lateness = self.engine.allowed_lateness_minutes * 60_000
+        reorder = lateness if not live or self.engine.reorder_live else 0
+        return ShardConfig(
+            dedup_horizon_ms=self.engine.dedup_horizon_hours * HOUR_MS,
+            live_profiles=live,
+            reorder_ms=reorder,
+            account_reorder_ms=reorder if live else HOLD_ALL,
+            model=self.score,
+            model_version=self.score.version,
+        )
 
 
 _SECRETS = {("kafka", "sasl_password")}
@@ -165,6 +182,14 @@ def _coerce(where: str, kind: Any, value: Any) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(kind) is dict:
+        if from_env:
+            with contextlib.suppress(ValueError):
+                value = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in value.split(",") if p.strip())}
+        if isinstance(value, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            return {str(k): float(v) for k, v in value.items()}
     elif typing.get_origin(kind) is tuple:
         items = [v.strip() for v in value.split(",") if v.strip()] if from_env else value
         if isinstance(items, list) and all(isinstance(v, str) for v in items):
@@ -188,7 +213,10 @@ def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[s
         env_name = f"PULSE_{name.upper()}_{key.upper()}"
         if env_name in env:
             values[key] = _coerce(env_name, hints[key], env[env_name])
-    instance = cls(**values)
+    try:
+        instance = cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"[{name}]: {exc}") from None
     _validate(name, instance)
     return instance
 

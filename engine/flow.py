@@ -16,19 +16,21 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from engine import metrics
-from operators.shard import Output, Shard, ShardConfig, shard_of
+from operators.accounts import AccountShard
+from operators.health import MemberUpdate
+from operators.shard import Shard, ShardConfig, shard_of
 from schemas.codec import RawBatch, decode_batch
-from schemas.events import Event, Rejection, Vocabulary
+from schemas.events import Rejection, Vocabulary
 
 DLQ_KEY = "dlq"
+SINK_KEY = "sink"
 
 
 @dataclass(frozen=True, slots=True)
 class ShardFinal:
-    """What a shard hands the replay writer at end of input: its counters, clock and users."""
+    """What a shard hands the replay writer at end of input: its counters, clock and users or accounts."""
 
-    shard: str
-    shard_state: Shard
+    shard_state: Shard | AccountShard
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,50 +73,95 @@ def _decoder(config: FlowConfig) -> Any:
     return decode
 
 
-class ShardLogic(StatefulBatchLogic[list[Event], list[Any], Any]):
-    """Glue between bytewax and one Shard: metrics, the profile flush schedule, cheap snapshots."""
+class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
+    """Glue between bytewax and one shard of users or accounts: the flush schedule, cheap snapshots."""
 
-    def __init__(self, key: str, config: FlowConfig, resume: bytes | None) -> None:
-        self._key = key
+    def __init__(self, config: FlowConfig, state: Shard | AccountShard) -> None:
         self._config = config
-        self._shard: Shard = pickle.loads(resume) if resume is not None else Shard()
+        self._state = state
         self._next_flush = config.clock() + config.profile_flush
 
-    def on_batch(self, values: list[list[Event]]) -> tuple[Iterable[list[Output]], bool]:
-        shard = self._shard
-        before = shard.counters.applied, shard.counters.duplicates
-        started = time.perf_counter()
-        outputs = shard.process((e for batch in values for e in batch), self._config.shard)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.APPLIED.inc(shard.counters.applied - before[0])
-        metrics.DUPLICATES.inc(shard.counters.duplicates - before[1])
-        metrics.USERS.labels(self._key).set(len(shard.users))
-        metrics.WATERMARK.labels(self._key).set(max(shard.watermark, 0) / 1000)
+    def _process(self, items: list[Any]) -> list[Any]:
+        return self._state.process(items, self._config.shard)
+
+    def on_batch(self, values: list[list[Any]]) -> tuple[Iterable[list[Any]], bool]:
+        outputs = self._process([item for batch in values for item in batch])
         if self._config.clock() >= self._next_flush:
             outputs.extend(self._flush())
         return ([outputs] if outputs else []), StatefulBatchLogic.RETAIN
 
-    def _flush(self) -> list[Output]:
+    def _flush(self) -> list[Any]:
         self._next_flush = self._config.clock() + self._config.profile_flush
-        return self._shard.flush_profiles()
+        state = self._state
+        if isinstance(state, Shard):
+            return state.flush_profiles(self._config.shard.model)
+        return state.flush_profiles(self._config.shard)
 
-    def on_notify(self) -> tuple[Iterable[list[Output]], bool]:
+    def on_notify(self) -> tuple[Iterable[list[Any]], bool]:
         writes = self._flush()
         return ([writes] if writes else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return self._next_flush if self._shard.dirty else None
+        return self._next_flush if self._state.dirty else None
 
     def on_eof(self) -> tuple[Iterable[list[Any]], bool]:
-        final: list[Any] = self._flush()
-        final.append(ShardFinal(self._key, self._shard))
+        final: list[Any] = self._state.drain(self._config.shard)
+        final.extend(self._flush())
+        final.append(ShardFinal(self._state))
         return [final], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         # A pickle is an immutable copy, several times cheaper than the deepcopy bytewax suggests.
         if not self._config.recovery:
             return None
-        return pickle.dumps(self._shard, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class UserLogic(_Logic):
+    def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
+        super().__init__(config, pickle.loads(resume) if resume is not None else Shard())
+        self._label = ""
+
+    def _process(self, items: list[Any]) -> list[Any]:
+        shard = self._state
+        assert isinstance(shard, Shard)
+        if not self._label and items:  # bytewax's builder is not told its key; every item shares it
+            self._label = f"s{shard_of(items[0].user_id, self._config.shards):03d}"
+        before = shard.counters.applied, shard.counters.duplicates
+        started = time.perf_counter()
+        outputs = shard.process(items, self._config.shard)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.APPLIED.inc(shard.counters.applied - before[0])
+        metrics.DUPLICATES.inc(shard.counters.duplicates - before[1])
+        metrics.USERS.labels(self._label).set(len(shard.users))
+        metrics.WATERMARK.labels(self._label).set(max(shard.watermark, 0) / 1000)
+        return outputs
+
+
+class AccountLogic(_Logic):
+    def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
+        super().__init__(config, pickle.loads(resume) if resume is not None else AccountShard())
+
+
+def _router(config: FlowConfig) -> Any:
+    keys = [f"a{n:03d}" for n in range(config.shards)]
+
+    def route(item: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
+        """Member updates go on to their account's shard; everything else to the sink."""
+        _, outputs = item
+        direct: list[Any] = []
+        by_account: dict[str, list[Any]] = {}
+        for out in outputs:
+            if isinstance(out, MemberUpdate):
+                by_account.setdefault(keys[shard_of(out.account_id, config.shards)], []).append(out)
+            else:
+                direct.append(out)
+        routed = sorted(by_account.items())
+        if direct:
+            routed.append((SINK_KEY, direct))
+        return routed
+
+    return route
 
 
 def build_flow(source: Source[RawBatch], sink: Sink[Any], config: FlowConfig) -> Dataflow:
@@ -122,7 +169,10 @@ def build_flow(source: Source[RawBatch], sink: Sink[Any], config: FlowConfig) ->
     batches = op.input("input", flow, source)
     decoded = op.flat_map("decode", batches, _decoder(config))
     split = op.branch("split", decoded, lambda item: item[0] != DLQ_KEY)
-    users = op.stateful_batch("users", split.trues, lambda resume: ShardLogic("?", config, resume))
-    outputs = op.merge("outputs", users, split.falses)
+    users = op.stateful_batch("users", split.trues, lambda resume: UserLogic(config, resume))
+    routed = op.flat_map("route", users, _router(config))
+    to_accounts = op.branch("to_accounts", routed, lambda item: item[0] != SINK_KEY)
+    accounts = op.stateful_batch("accounts", to_accounts.trues, lambda resume: AccountLogic(config, resume))
+    outputs = op.merge("outputs", to_accounts.falses, accounts, split.falses)
     op.output("sink", outputs, sink)
     return flow

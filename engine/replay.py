@@ -16,10 +16,12 @@ from engine.config import Settings
 from engine.flow import FlowConfig, ShardFinal, build_flow
 from engine.sinks import Collector
 from engine.sources import FileSource
-from operators.state import render_profile
+from operators.accounts import AccountShard
+from operators.health import render_account, render_user
+from operators.shard import Shard
 from schemas.codec import dumps, format_ts
 from schemas.events import Rejection
-from schemas.outputs import OutputKind, ProfileWrite, Record
+from schemas.outputs import OutputKind, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +75,23 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
 
     records: list[Record] = []
     rejections: list[Rejection] = []
-    finals: list[ShardFinal] = []
-    erased = 0
+    user_shards: list[Shard] = []
+    account_shards: list[AccountShard] = []
     for out in collector.outputs:
         if isinstance(out, Record):
             records.append(out)
         elif isinstance(out, Rejection):
             rejections.append(out)
         elif isinstance(out, ShardFinal):
-            finals.append(out)
-        elif isinstance(out, ProfileWrite) and out.fields is None:
-            erased += 1
+            state = out.shard_state
+            if isinstance(state, Shard):
+                user_shards.append(state)
+            else:
+                account_shards.append(state)
 
-    watermark = max((f.shard_state.watermark for f in finals), default=-1)
+    watermark = max((s.watermark for s in user_shards), default=-1)
     as_of = max(watermark, until_ms if until_ms is not None else -1)
+    model = config.shard.model
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     rejections.sort(key=lambda r: (r.raw.origin.source, r.raw.origin.offset))
@@ -96,13 +101,20 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     for kind in (OutputKind.SCORES, OutputKind.ALERTS, OutputKind.LIFECYCLE, OutputKind.ACCOUNTS):
         of_kind = [r for r in records if r.kind is kind]
         counts[kind] = _write_jsonl(out_dir / f"{kind.value}.jsonl", (r.value for r in of_kind))
-    users = sorted((uid, state) for f in finals for uid, state in f.shard_state.users.items())
+    users = sorted((uid, state) for s in user_shards for uid, state in s.users.items())
     counts[OutputKind.PROFILES] = _write_jsonl(
-        out_dir / "profiles.jsonl", (dumps(render_profile(uid, state, as_of)) for uid, state in users)
+        out_dir / "profiles.jsonl", (dumps(render_user(uid, state, as_of, model)) for uid, state in users)
     )
+    accounts = sorted((aid, state) for s in account_shards for aid, state in s.accounts.items())
+    counts["account_profiles"] = _write_jsonl(
+        out_dir / "account_profiles.jsonl",
+        (dumps(render_account(aid, state, model, as_of)) for aid, state in accounts),
+    )
+    finals = user_shards
+    late = sum(s.counters.late for s in user_shards)
 
-    applied = sum(f.shard_state.counters.applied for f in finals)
-    duplicates = sum(f.shard_state.counters.duplicates for f in finals)
+    applied = sum(f.counters.applied for f in finals)
+    duplicates = sum(f.counters.duplicates for f in finals)
     summary = {
         "input": str(input_path),
         "events_in": applied + duplicates + len(rejections),
@@ -110,9 +122,11 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         "duplicates": duplicates,
         "rejected": len(rejections),
         "rejected_by_code": dict(sorted(Counter(r.code.value for r in rejections).items())),
-        "erasures": sum(f.shard_state.counters.erasures for f in finals),
-        "suppressed_after_erasure": sum(f.shard_state.counters.suppressed_after_erasure for f in finals),
-        "beyond_dedup_horizon": sum(f.shard_state.counters.beyond_dedup_horizon for f in finals),
+        "erasures": sum(f.counters.erasures for f in finals),
+        "suppressed_after_erasure": sum(f.counters.suppressed_after_erasure for f in finals),
+        "beyond_dedup_horizon": sum(f.counters.beyond_dedup_horizon for f in finals),
+        "late": late,
+        "accounts": len(accounts),
         "users": len(users),
         "as_of": format_ts(as_of) if as_of >= 0 else None,
         "outputs": {k.value if isinstance(k, OutputKind) else k: v for k, v in sorted(counts.items())},

@@ -10,6 +10,17 @@ from schemas.events import Category, Event
 
 DAY_MS = 86_400_000
 CATEGORY_NAMES = tuple(c.name.lower() for c in Category)
+# The commercial stage each subscription event leads to; the stage of the latest such event wins.
+COMMERCIAL_STAGE = {
+    "signed_up": "signed_up",
+    "trial_started": "trial",
+    "subscribed": "paying",
+    "subscription_paused": "paused",
+    "subscription_resumed": "paying",
+    "cancellation_requested": "cancel_requested",
+    "subscription_cancelled": "churned",
+}
+SEVERITY_WEIGHT = {"low": 0.5, "normal": 1.0, "high": 2.0, "urgent": 4.0}
 
 
 class UserState:
@@ -19,14 +30,23 @@ class UserState:
         "account_id",
         "account_ts",
         "active_day_count",
+        "band",
+        "commercial",
+        "commercial_ts",
+        "contributions",
         "counts",
         "day_base",
         "day_bits",
         "features",
         "first_active_day",
         "first_seen",
+        "last_active",
         "last_active_day",
         "last_seen",
+        "nps_score",
+        "nps_ts",
+        "score",
+        "tickets",
     )
 
     def __init__(self, ts: int) -> None:
@@ -42,6 +62,17 @@ class UserState:
         self.last_active_day = -1
         self.counts = [0] * len(Category)
         self.features: dict[str, int] = {}
+        self.last_active = -1  # epoch ms of the latest activity event
+        self.nps_score = -1  # latest NPS answer (by event time), -1 for none
+        self.nps_ts = -1
+        # ticket_id -> severity weight while open, 0.0 once resolved (a resolve may arrive first).
+        self.tickets: dict[str, float] | None = None
+        self.commercial = "visitor"
+        self.commercial_ts = -1
+        # The last *emitted* score, band and per-component contributions, for deltas and hysteresis.
+        self.score = -1.0
+        self.band = ""
+        self.contributions: tuple[float, ...] = ()
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -64,12 +95,46 @@ class UserState:
         ):
             self.account_id = account
             self.account_ts = ts
-        self.counts[event.category] += 1
-        if event.category is Category.ACTIVITY:
+        category = event.category
+        self.counts[category] += 1
+        if category is Category.ACTIVITY:
+            if ts > self.last_active:
+                self.last_active = ts
             self._add_day(ts // DAY_MS)
             if event.feature is not None:
                 name = sys.intern(event.feature)
                 self.features[name] = self.features.get(name, 0) + 1
+        elif category is not Category.OTHER:
+            self._apply_rare(event)
+
+    def _apply_rare(self, event: Event) -> None:
+        """Sentiment, support and commercial events; every rule keeps the result order-independent."""
+        ts, props, kind = event.ts, event.properties or {}, event.type
+        if event.category is Category.SENTIMENT:
+            score = props.get("score")
+            if isinstance(score, int) and (ts, score) > (self.nps_ts, self.nps_score):
+                self.nps_ts, self.nps_score = ts, score
+        elif event.category is Category.SUPPORT:
+            ticket = props.get("ticket_id")
+            if ticket is None:
+                return
+            tickets = self.tickets if self.tickets is not None else {}
+            self.tickets = tickets
+            key = str(ticket)
+            if kind.endswith("resolved"):
+                tickets[key] = 0.0
+            elif key not in tickets:  # an already-resolved ticket stays resolved
+                tickets[key] = SEVERITY_WEIGHT.get(str(props.get("severity", "normal")), 1.0)
+        elif event.category is Category.COMMERCIAL:
+            stage = COMMERCIAL_STAGE.get(kind)
+            if stage is not None and (ts, stage) > (self.commercial_ts, self.commercial):
+                self.commercial_ts, self.commercial = ts, stage
+
+    def support_load(self) -> float:
+        return sum(self.tickets.values()) if self.tickets else 0.0
+
+    def open_tickets(self) -> int:
+        return sum(1 for w in self.tickets.values() if w > 0) if self.tickets else 0
 
     def _add_day(self, day: int) -> None:
         # Every active day since the first as bits of one int (bit i = day_base + i): exact whatever the

@@ -9,7 +9,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from engine.flow import FlowConfig, ShardFinal, build_flow
 from engine.generator import GeneratorConfig, generate
-from operators.shard import ShardConfig
+from operators.shard import Shard, ShardConfig
 from operators.state import render_profile
 from schemas.codec import RawBatch
 from schemas.events import Rejection, Vocabulary
@@ -36,9 +36,9 @@ def _run(workers: int, batch: int, live: bool) -> list[Any]:
 
 
 def _canonical(outputs: list[Any]) -> dict[str, Any]:
-    finals = [o for o in outputs if isinstance(o, ShardFinal)]
-    as_of = max(f.shard_state.watermark for f in finals)
-    profiles = {uid: render_profile(uid, state, as_of) for f in finals for uid, state in f.shard_state.users.items()}
+    finals = [o.shard_state for o in outputs if isinstance(o, ShardFinal) and isinstance(o.shard_state, Shard)]
+    as_of = max(f.watermark for f in finals)
+    profiles = {uid: render_profile(uid, state, as_of) for f in finals for uid, state in f.users.items()}
     # Live writes are measured at the shard's clock when written, which batching moves; everything else in
     # a user's last write is a function of that user's events alone.
     window = {"as_of", "active_days_7", "active_days_28"}

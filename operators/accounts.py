@@ -1,0 +1,67 @@
+"""One shard of accounts: member updates from user shards, in event-time order, into account health."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from operators.health import AccountState, MemberUpdate, evaluate_account, render_account
+from operators.shard import Output, ShardConfig
+from schemas.outputs import Entity, ProfileWrite
+
+
+@dataclass(slots=True)
+class AccountShard:
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    # (ts, user_id, cause, update): updates from several user shards meet here, so they are ordered too.
+    pending: list[tuple[int, str, str, MemberUpdate]] = field(default_factory=list)
+    watermark: int = -1
+    released: int = -1
+    dirty: set[str] = field(default_factory=set)
+
+    def process(self, updates: Iterable[MemberUpdate], config: ShardConfig) -> list[Output]:
+        outputs: list[Output] = []
+        reorder = config.account_reorder_ms
+        for update in updates:
+            if update.ts > self.watermark:
+                self.watermark = update.ts
+            if reorder <= 0 or update.ts <= self.released:
+                self._apply(update, config, outputs)
+            else:
+                heapq.heappush(self.pending, (update.ts, update.user_id, update.cause, update))
+                self._release(self.watermark - reorder, config, outputs)
+        return outputs
+
+    def drain(self, config: ShardConfig) -> list[Output]:
+        outputs: list[Output] = []
+        self._release(self.watermark, config, outputs)
+        return outputs
+
+    def _release(self, frontier: int, config: ShardConfig, outputs: list[Output]) -> None:
+        pending = self.pending
+        while pending and pending[0][0] <= frontier:
+            self._apply(heapq.heappop(pending)[3], config, outputs)
+        if frontier > self.released:
+            self.released = frontier
+
+    def _apply(self, update: MemberUpdate, config: ShardConfig, outputs: list[Output]) -> None:
+        account = self.accounts.get(update.account_id)
+        if account is None:
+            account = self.accounts[update.account_id] = AccountState()
+        account.apply(update)
+        record = evaluate_account(config.model, update.account_id, account, update.cause, config.model_version)
+        if record is not None:
+            outputs.append(record)
+        if config.live_profiles:
+            self.dirty.add(update.account_id)
+
+    def flush_profiles(self, config: ShardConfig) -> list[Output]:
+        if not self.dirty:
+            return []
+        writes: list[Output] = [
+            ProfileWrite(Entity.ACCOUNT, key, render_account(key, self.accounts[key], config.model, self.watermark))
+            for key in sorted(self.dirty)
+        ]
+        self.dirty = set()
+        return writes

@@ -1,0 +1,216 @@
+"""User 360 and Customer 360: scoring a user's state, and account health from its users and team signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.scoring import (
+    COMPONENTS,
+    Band,
+    ScoreModel,
+    Signals,
+    components,
+    contributions,
+    next_band,
+    reasons,
+    score_of,
+)
+from operators.state import DAY_MS, UserState, render_profile
+from schemas.codec import dumps, format_ts
+from schemas.outputs import OutputKind, Record
+
+ACCOUNT_COMPONENTS = ("user_health", "active_share", "not_at_risk", "team", "commercial")
+ACCOUNT_SHARES = (30.0, 35.0, 15.0, 10.0, 10.0)  # of 100
+
+
+def signals(model: ScoreModel, user: UserState, as_of: int) -> Signals:
+    features = user.features
+    return Signals(
+        days_since_active=None if user.last_active < 0 else max(0, as_of - user.last_active) / DAY_MS,
+        active_days_28=user.active_days(as_of, 28),
+        key_features_used=sum(1 for f in model.key_features if f in features),
+        feature_uses=sum(features.values()),
+        nps_score=user.nps_score if user.nps_score >= 0 else None,
+        nps_age_days=max(0, as_of - user.nps_ts) / DAY_MS,
+        support_load=user.support_load(),
+        commercial=user.commercial,
+    )
+
+
+def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause: str, version: str) -> Record | None:
+    """A `score_changed` record when the score moved by at least `min_delta` or the band changed."""
+    values = components(model, signals(model, user, as_of))
+    contribs = contributions(model, values)
+    score = score_of(contribs)
+    previous_band = Band(user.band) if user.band else None
+    band = next_band(model, previous_band, score)
+    first = user.score < 0
+    if not first and band is previous_band and abs(score - user.score) < model.min_delta:
+        return None
+    doc = {
+        "kind": "score_changed",
+        "user_id": user_id,
+        "account_id": user.account_id,
+        "ts": format_ts(as_of),
+        "score": score,
+        "previous_score": None if first else user.score,
+        "band": band.value,
+        "previous_band": None if previous_band is None else previous_band.value,
+        "components": {name: round(v, 4) for name, v in zip(COMPONENTS, values, strict=True)},
+        "reasons": reasons(user.contributions or None, contribs),
+        "cause_event_id": cause,
+        "model": version,
+    }
+    user.score, user.band, user.contributions = score, band.value, contribs
+    return Record(OutputKind.SCORES, user_id, dumps(doc), as_of)
+
+
+# Until the per-user lapse model lands, quiet for this long means lapsed.
+LAPSED_AFTER_DAYS = 14
+NEW_FOR_DAYS = 7
+
+
+def engagement_of(user: UserState, as_of: int, band: str) -> str:
+    if user.last_active < 0:
+        return "new"
+    if as_of - user.last_active > LAPSED_AFTER_DAYS * DAY_MS:
+        return "lapsed"
+    if band == Band.AT_RISK:
+        return "at_risk"
+    if as_of - user.first_active_day * DAY_MS < NEW_FOR_DAYS * DAY_MS:
+        return "new"
+    return "active"
+
+
+def render_user(user_id: str, user: UserState, as_of: int, model: ScoreModel) -> dict[str, Any]:
+    """The full User 360 profile: signals, the score as of `as_of`, its band (with hysteresis) and stages."""
+    values = components(model, signals(model, user, as_of))
+    score = score_of(contributions(model, values))
+    band = next_band(model, Band(user.band) if user.band else None, score).value
+    profile = render_profile(user_id, user, as_of)
+    profile.update(
+        score=score,
+        band=band,
+        components={name: round(v, 4) for name, v in zip(COMPONENTS, values, strict=True)},
+        engagement=engagement_of(user, as_of, band),
+        commercial=user.commercial,
+        nps=user.nps_score if user.nps_score >= 0 else None,
+        open_tickets=user.open_tickets(),
+    )
+    return profile
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdate:
+    """What an account needs to know of one member after a change; flows from user shards to accounts."""
+
+    account_id: str
+    user_id: str
+    ts: int
+    score: float  # -1: no score yet
+    band: str
+    last_active: int
+    commercial: str
+    commercial_ts: int
+    team_event: str | None  # seat_added | seat_removed | admin_changed
+    cause: str
+
+
+@dataclass(slots=True)
+class AccountState:
+    # user_id -> (ts, score, band, last_active)
+    members: dict[str, tuple[int, float, str, int]] = field(default_factory=dict)
+    # event_id -> (ts, team event type): keyed by cause so a re-sent update counts once
+    team: dict[str, tuple[int, str]] = field(default_factory=dict)
+    commercial: str = "visitor"
+    commercial_ts: int = -1
+    clock: int = -1
+    score: float = -1.0
+    band: str = ""
+    contributions: tuple[float, ...] = ()
+
+    def apply(self, u: MemberUpdate) -> None:
+        """Order-independent: each member's newest update wins; team events are a set."""
+        if u.ts > self.clock:
+            self.clock = u.ts
+        known = self.members.get(u.user_id)
+        if known is None or u.ts >= known[0]:
+            last_active = max(u.last_active, known[3]) if known else u.last_active
+            score = u.score if u.score >= 0 or known is None else known[1]
+            band = u.band or (known[2] if known else "")
+            self.members[u.user_id] = (u.ts, score, band, last_active)
+        if u.team_event is not None:
+            self.team[u.cause] = (u.ts, u.team_event)
+        if (u.commercial_ts, u.commercial) > (self.commercial_ts, self.commercial) and u.commercial_ts >= 0:
+            self.commercial_ts, self.commercial = u.commercial_ts, u.commercial
+
+    def component_values(self, as_of: int) -> tuple[tuple[float, ...], dict[str, Any]]:
+        from operators.scoring import COMMERCIAL_VALUE
+
+        members = self.members.values()
+        n = len(members) or 1
+        scored = [m[1] for m in members if m[1] >= 0]
+        user_health = (sum(scored) / len(scored) / 100.0) if scored else 0.5
+        active = sum(1 for m in members if m[3] >= 0 and as_of - m[3] < 7 * DAY_MS)
+        at_risk = sum(1 for m in members if m[2] == Band.AT_RISK)
+        window = as_of - 28 * DAY_MS
+        recent = [kind for ts, kind in self.team.values() if ts >= window]
+        removed, admin = recent.count("seat_removed"), recent.count("admin_changed")
+        team = 1.0 / (1.0 + (removed + 0.5 * admin) / n)
+        values = (user_health, active / n, 1.0 - at_risk / n, team, COMMERCIAL_VALUE.get(self.commercial, 0.5))
+        facts = {
+            "users": len(self.members),
+            "active_users_7d": active,
+            "at_risk_users": at_risk,
+            "seats_added_28d": recent.count("seat_added"),
+            "seats_removed_28d": removed,
+            "admin_changes_28d": admin,
+            "commercial": self.commercial,
+        }
+        return values, facts
+
+
+def evaluate_account(
+    model: ScoreModel, account_id: str, account: AccountState, cause: str, version: str
+) -> Record | None:
+    as_of = account.clock
+    values, facts = account.component_values(as_of)
+    contribs = tuple(share * v for share, v in zip(ACCOUNT_SHARES, values, strict=True))
+    score = score_of(contribs)
+    previous_band = Band(account.band) if account.band else None
+    band = next_band(model, previous_band, score)
+    first = account.score < 0
+    if not first and band is previous_band and abs(score - account.score) < model.min_delta:
+        return None
+    doc = {
+        "kind": "account_health_changed",
+        "account_id": account_id,
+        "ts": format_ts(as_of),
+        "score": score,
+        "previous_score": None if first else account.score,
+        "band": band.value,
+        "previous_band": None if previous_band is None else previous_band.value,
+        "components": {name: round(v, 4) for name, v in zip(ACCOUNT_COMPONENTS, values, strict=True)},
+        "reasons": reasons(account.contributions or None, contribs, ACCOUNT_COMPONENTS),
+        "cause_event_id": cause,
+        "model": version,
+        **facts,
+    }
+    account.score, account.band, account.contributions = score, band.value, contribs
+    return Record(OutputKind.ACCOUNTS, account_id, dumps(doc), as_of)
+
+
+def render_account(account_id: str, account: AccountState, model: ScoreModel, as_of: int) -> dict[str, Any]:
+    as_of = max(as_of, account.clock)
+    values, facts = account.component_values(as_of)
+    contribs = tuple(share * v for share, v in zip(ACCOUNT_SHARES, values, strict=True))
+    score = score_of(contribs)
+    return {
+        "account_id": account_id,
+        "as_of": format_ts(as_of),
+        "score": score,
+        "band": account.band or next_band(model, None, score).value,
+        "components": {name: round(v, 4) for name, v in zip(ACCOUNT_COMPONENTS, values, strict=True)},
+        **facts,
+    }
