@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,7 @@ def names(kafka: str, redis_client: redis.Redis) -> Iterator[Names]:
         redis_client.delete(*keys)
 
 
-def produce(kafka: str, topic: str, messages: list[tuple[bytes | None, bytes]], partitions: int = 4) -> None:
+def produce(kafka: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]], partitions: int = 4) -> None:
     admin = AdminClient({"bootstrap.servers": kafka})
     if topic not in admin.list_topics(timeout=10).topics:
         from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]

@@ -46,8 +46,8 @@ def test_scores_accounts_and_redis_hashes(
 
     (change,) = wait_for(ann_detractor_change, 60, "the score change caused by ann's detractor NPS")
     assert change["user_id"] == "ann"
-    assert change["reasons"][0]["component"] == "sentiment"  # type: ignore[index]
-    assert change["score"] < change["previous_score"]  # type: ignore[operator]
+    assert change["reasons"][0]["component"] == "sentiment"
+    assert change["score"] < change["previous_score"]
 
     accounts = consume_all(kafka, names.topic("accounts"), 1)
     assert all(m.key() == b"acme" for m in accounts)
