@@ -32,12 +32,16 @@ def summarize(out_dir: Path, summary: dict[str, Any]) -> str:
     ]
     lines += [f"      {code:<18}{n:>6,}" for code, n in summary["rejected_by_code"].items()]
     lines += [f"users          {summary['users']:>8,}   as of {summary['as_of']}", "", "By persona:"]
-    lines.append(f"  {'persona':<11}{'users':>6}{'active days (7)':>17}{'active days (28)':>18}")
-    for persona, profiles in sorted(_personas(out_dir / "profiles.jsonl").items()):
+    header = f"  {'persona':<11}{'users':>6}{'days (7)':>10}{'days (28)':>11}{'score':>7}   healthy/watch/at_risk"
+    lines.append(header)
+    personas = _personas(out_dir / "profiles.jsonl")
+    for persona, profiles in sorted(personas.items(), key=lambda kv: -sum(p["score"] for p in kv[1]) / len(kv[1])):
         n = len(profiles)
         d7 = sum(p["active_days_7"] for p in profiles) / n
         d28 = sum(p["active_days_28"] for p in profiles) / n
-        lines.append(f"  {persona:<11}{n:>6}{d7:>17.1f}{d28:>18.1f}")
+        score = sum(p["score"] for p in profiles) / n
+        bands = "/".join(str(sum(1 for p in profiles if p["band"] == b)) for b in ("healthy", "watch", "at_risk"))
+        lines.append(f"  {persona:<11}{n:>6}{d7:>10.1f}{d28:>11.1f}{score:>7.1f}   {bands}")
     lines += ["", "Outputs in " + str(out_dir) + ":"]
     lines += [f"  {kind + '.jsonl':<18}{n:>8,}" for kind, n in summary["outputs"].items()]
     lines.append("  summary.json")
