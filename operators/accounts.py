@@ -14,8 +14,10 @@ from schemas.outputs import Entity, ProfileWrite
 @dataclass(slots=True)
 class AccountShard:
     accounts: dict[str, AccountState] = field(default_factory=dict)
-    # (ts, user_id, cause, update): updates from several user shards meet here, so they are ordered too.
-    pending: list[tuple[int, str, str, MemberUpdate]] = field(default_factory=list)
+    # (ts, user_id, seq, cause, arrival, update): updates from several user shards meet here, so they are
+    # ordered too; `arrival` only separates identical re-sent updates.
+    pending: list[tuple[int, str, int, str, int, MemberUpdate]] = field(default_factory=list)
+    arrivals: int = 0
     watermark: int = -1
     released: int = -1
     dirty: set[str] = field(default_factory=set)
@@ -29,7 +31,9 @@ class AccountShard:
             if reorder <= 0 or update.ts <= self.released:
                 self._apply(update, config, outputs)
             else:
-                heapq.heappush(self.pending, (update.ts, update.user_id, update.cause, update))
+                self.arrivals += 1
+                entry = (update.ts, update.user_id, update.seq, update.cause, self.arrivals, update)
+                heapq.heappush(self.pending, entry)
                 self._release(self.watermark - reorder, config, outputs)
         return outputs
 
@@ -41,7 +45,7 @@ class AccountShard:
     def _release(self, frontier: int, config: ShardConfig, outputs: list[Output]) -> None:
         pending = self.pending
         while pending and pending[0][0] <= frontier:
-            self._apply(heapq.heappop(pending)[3], config, outputs)
+            self._apply(heapq.heappop(pending)[5], config, outputs)
         if frontier > self.released:
             self.released = frontier
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,12 +116,13 @@ class MemberUpdate:
     commercial_ts: int
     team_event: str | None  # seat_added | seat_removed | admin_changed
     cause: str
+    seq: int = 0  # events applied to the user so far: orders two updates with the same ts
 
 
 @dataclass(slots=True)
 class AccountState:
-    # user_id -> (ts, score, band, last_active)
-    members: dict[str, tuple[int, float, str, int]] = field(default_factory=dict)
+    # user_id -> (ts, seq, score, band, last_active)
+    members: dict[str, tuple[int, int, float, str, int]] = field(default_factory=dict)
     # event_id -> (ts, team event type): keyed by cause so a re-sent update counts once
     team: dict[str, tuple[int, str]] = field(default_factory=dict)
     commercial: str = "visitor"
@@ -135,11 +137,27 @@ class AccountState:
         if u.ts > self.clock:
             self.clock = u.ts
         known = self.members.get(u.user_id)
-        if known is None or u.ts >= known[0]:
-            last_active = max(u.last_active, known[3]) if known else u.last_active
-            score = u.score if u.score >= 0 or known is None else known[1]
-            band = u.band or (known[2] if known else "")
-            self.members[u.user_id] = (u.ts, score, band, last_active)
+        if known is None:
+            self.members[u.user_id] = (u.ts, u.seq, u.score, u.band, u.last_active)
+        elif (u.ts, u.seq) >= known[:2]:
+            scored = u.score >= 0
+            self.members[u.user_id] = (
+                u.ts,
+                u.seq,
+                u.score if scored else known[2],
+                u.band if scored else known[3],
+                max(u.last_active, known[4]),
+            )
+        else:
+            # An older update: it can still tell us a score (if none is known) and an activity time.
+            scored = known[2] < 0 <= u.score
+            self.members[u.user_id] = (
+                known[0],
+                known[1],
+                u.score if scored else known[2],
+                u.band if scored else known[3],
+                max(u.last_active, known[4]),
+            )
         if u.team_event is not None:
             self.team[u.cause] = (u.ts, u.team_event)
         if (u.commercial_ts, u.commercial) > (self.commercial_ts, self.commercial) and u.commercial_ts >= 0:
@@ -150,10 +168,11 @@ class AccountState:
 
         members = self.members.values()
         n = len(members) or 1
-        scored = [m[1] for m in members if m[1] >= 0]
-        user_health = (sum(scored) / len(scored) / 100.0) if scored else 0.5
-        active = sum(1 for m in members if m[3] >= 0 and as_of - m[3] < 7 * DAY_MS)
-        at_risk = sum(1 for m in members if m[2] == Band.AT_RISK)
+        scored = [m[2] for m in members if m[2] >= 0]
+        # fsum is exact, so the mean does not depend on the order members arrived in.
+        user_health = (math.fsum(scored) / len(scored) / 100.0) if scored else 0.5
+        active = sum(1 for m in members if m[4] >= 0 and as_of - m[4] < 7 * DAY_MS)
+        at_risk = sum(1 for m in members if m[3] == Band.AT_RISK)
         window = as_of - 28 * DAY_MS
         recent = [kind for ts, kind in self.team.values() if ts >= window]
         removed, admin = recent.count("seat_removed"), recent.count("admin_changed")
@@ -210,7 +229,7 @@ def render_account(account_id: str, account: AccountState, model: ScoreModel, as
         "account_id": account_id,
         "as_of": format_ts(as_of),
         "score": score,
-        "band": account.band or next_band(model, None, score).value,
+        "band": next_band(model, Band(account.band) if account.band else None, score).value,
         "components": {name: round(v, 4) for name, v in zip(ACCOUNT_COMPONENTS, values, strict=True)},
         **facts,
     }

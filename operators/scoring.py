@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from schemas.codec import dumps
@@ -58,25 +58,52 @@ class ScoreModel:
     at_risk_enter: float = 40.0
     at_risk_leave: float = 45.0
     min_delta: float = 2.0
+    # Derived once: each component's share of the 0-100 score, and the version hash.
+    _shares: tuple[float, ...] = field(init=False, compare=False, repr=False, default=())
+    _version: str = field(init=False, compare=False, repr=False, default="")
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(COMPONENTS)
         if unknown:
             raise ValueError(f"unknown score component(s) {sorted(unknown)}; known: {', '.join(COMPONENTS)}")
-        if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ValueError("score weights must be non-negative and not all zero")
-        if not (self.at_risk_enter <= self.at_risk_leave <= self.healthy_leave <= self.healthy_enter):
+        weights = list(self.weights.values())
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError("score weights must be finite, non-negative and not all zero")
+        positive = ("recency_half_life_days", "frequency_target_days", "depth_target", "nps_half_life_days",
+                    "support_load_scale")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        thresholds = (self.at_risk_enter, self.at_risk_leave, self.healthy_leave, self.healthy_enter)
+        if not all(math.isfinite(t) for t in thresholds) or list(thresholds) != sorted(thresholds):
             raise ValueError("bands need at_risk_enter <= at_risk_leave <= healthy_leave <= healthy_enter")
+        if not math.isfinite(self.min_delta) or self.min_delta < 0 or not 0 <= self.neutral_sentiment <= 1:
+            raise ValueError("min_delta must be >= 0 and neutral_sentiment within 0-1")
+        total = sum(weights)
+        shares = tuple(100.0 * self.weights.get(name, 0.0) / total for name in COMPONENTS)
+        object.__setattr__(self, "_shares", shares)
+        object.__setattr__(self, "_version", self._hash())
+
+    def _hash(self) -> str:
+        def canonical(value: object) -> object:
+            # Numbers as floats, so 70 and 70.0 (equal models) hash alike.
+            if isinstance(value, dict):
+                return {k: canonical(v) for k, v in sorted(value.items()) if v != 0}
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            return value
+
+        doc = {f.name: canonical(getattr(self, f.name)) for f in fields(self) if not f.name.startswith("_")}
+        return "score-" + hashlib.sha256(dumps(doc)).hexdigest()[:10]
 
     @property
     def version(self) -> str:
-        digest = hashlib.sha256(dumps(asdict(self))).hexdigest()[:10]
-        return f"score-{digest}"
+        return self._version
 
     def shares(self) -> tuple[float, ...]:
         """Each component's share of the 0-100 score, in COMPONENTS order."""
-        total = sum(self.weights.values())
-        return tuple(100.0 * self.weights.get(name, 0.0) / total for name in COMPONENTS)
+        return self._shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +137,7 @@ def components(model: ScoreModel, s: Signals) -> tuple[float, ...]:
 
 
 def contributions(model: ScoreModel, values: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(share * v for share, v in zip(model.shares(), values, strict=True))
+    return tuple(share * v for share, v in zip(model._shares, values))  # noqa: B905 - both COMPONENTS long
 
 
 def score_of(contribs: tuple[float, ...]) -> float:

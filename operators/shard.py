@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from operators.health import MemberUpdate, evaluate, render_user
 from operators.scoring import ScoreModel
-from operators.state import UserState
+from operators.state import DAY_MS, UserState
 from schemas.events import Category, Event
 from schemas.outputs import Entity, ProfileWrite, Record
 
@@ -138,16 +138,27 @@ class Shard:
         user.apply(event)
         if config.live_profiles:
             self.dirty.add(user_id)
-        record = evaluate(config.model, user_id, user, user.last_seen, event.event_id, config.model_version)
-        if record is not None:
-            outputs.append(record)
-        account = user.account_id
         category = event.category
+        as_of = user.last_seen
+        new_day = user.active_day_count != days_before
+        record = None
+        # Plain activity on a day already counted, with no feature, cannot move any component (recency is
+        # measured to the user's own newest event, which is this one): skip the evaluation, it is the
+        # commonest event by far.
+        if not (
+            category is Category.ACTIVITY
+            and not new_day
+            and event.feature is None
+            and user.score >= 0
+            and as_of // DAY_MS == user.scored_day
+        ):
+            record = evaluate(config.model, user_id, user, as_of, event.event_id, config.model_version)
+            user.scored_day = as_of // DAY_MS
+            if record is not None:
+                outputs.append(record)
+        account = user.account_id
         if account is not None and (
-            record is not None
-            or user.active_day_count != days_before
-            or category is Category.TEAM
-            or category is Category.COMMERCIAL
+            record is not None or new_day or category is Category.TEAM or category is Category.COMMERCIAL
         ):
             outputs.append(
                 MemberUpdate(
@@ -161,6 +172,7 @@ class Shard:
                     user.commercial_ts,
                     event.type if category is Category.TEAM else None,
                     event.event_id,
+                    sum(user.counts),
                 )
             )
 

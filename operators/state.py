@@ -46,6 +46,7 @@ class UserState:
         "nps_score",
         "nps_ts",
         "score",
+        "scored_day",
         "tickets",
     )
 
@@ -73,6 +74,7 @@ class UserState:
         self.score = -1.0
         self.band = ""
         self.contributions: tuple[float, ...] = ()
+        self.scored_day = -1  # epoch day of the last evaluation
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)

@@ -6,7 +6,6 @@ import dataclasses
 import math
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,6 +185,7 @@ def member_updates(draw: st.DrawFn) -> list[MemberUpdate]:
                     commercial_ts=commercial_ts,
                     team_event=team,
                     cause=f"u{m}-e{i}",
+                    seq=i,
                 )
             )
     return updates
@@ -218,9 +218,8 @@ def test_account_apply_is_order_independent(data: st.DataObject, updates: list[M
         expected.component_values(as_of),
     )
     assert facts == expected_facts
-    # Equal to the last bit only once the mean of scores is order-free (xfail in tests/unit/test_health.py).
-    assert values == pytest.approx(expected_values, rel=1e-12, abs=1e-12)
+    assert values == expected_values  # exact: the mean of member scores is an fsum
     # And what each member holds is its newest update.
-    for user_id, (ts, score, band, _) in expected.members.items():
+    for user_id, (ts, _, score, band, _) in expected.members.items():
         newest = max((u for u in updates if u.user_id == user_id), key=lambda u: u.ts)
         assert (ts, score, band) == (newest.ts, newest.score, newest.band)

@@ -522,6 +522,7 @@ def test_member_update_after_an_event(event: Event, expected: tuple[str | None, 
             commercial_ts=user.commercial_ts,
             team_event=expected[0],
             cause="x",
+            seq=sum(user.counts),
         )
     ]
 
@@ -547,6 +548,7 @@ def _mu(
     team: str | None = None,
     cause: str | None = None,
     account: str = "acct-1",
+    seq: int = 0,
 ) -> MemberUpdate:
     return MemberUpdate(
         account_id=account,
@@ -559,7 +561,13 @@ def _mu(
         commercial_ts=-1 if commercial_day is None else day_ts(commercial_day),
         team_event=team,
         cause=cause or f"{user}-{day}-{team}",
+        seq=seq,
     )
+
+
+def _view(members: dict[str, tuple[int, int, float, str, int]]) -> dict[str, tuple[int, float, str, int]]:
+    """Members without the per-user sequence number: (ts, score, band, last_active)."""
+    return {user: (ts, score, band, active) for user, (ts, _, score, band, active) in members.items()}
 
 
 def _account(updates: Sequence[MemberUpdate]) -> AccountState:
@@ -599,22 +607,16 @@ APPLY_CASES = [
 
 @pytest.mark.parametrize(("updates", "members"), APPLY_CASES)
 def test_account_apply(updates: list[MemberUpdate], members: dict[str, tuple[int, float, str, int]]) -> None:
-    assert _account(updates).members == members
+    assert _view(_account(updates).members) == members
 
 
 def test_account_apply_newer_update_arriving_first_wins() -> None:
     older = _mu("u1", 1, score=80.0, active_day=0)
     newer = _mu("u1", 2, score=50.0, band="watch", active_day=2)
     assert _fields(_account([newer, older])) == _fields(_account([older, newer]))
-    assert _account([newer, older]).members == {"u1": (day_ts(2), 50.0, "watch", day_ts(2))}
+    assert _view(_account([newer, older]).members) == {"u1": (day_ts(2), 50.0, "watch", day_ts(2))}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG AccountState.apply: an unscored update (score -1, band '') that arrives before an older scored one "
-    "wipes the member's score to -1 for good (in order it keeps the known score); latent, Shard never sends -1",
-)
 def test_account_apply_unscored_update_first_keeps_the_older_score() -> None:
     scored = _mu("u1", 1, score=80.0)
     unscored = _mu("u1", 2, score=-1.0, band="")
@@ -637,26 +639,14 @@ def test_account_apply_team_events_count_once_and_commercial_is_latest() -> None
         assert account.clock == day_ts(3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG AccountState.apply: two updates of one member with the same ts (a late or same-millisecond event "
-    "gives an update stamped with the user's unchanged last_seen) -> whichever is applied last wins; "
-    "not order-independent",
-)
 def test_account_apply_same_ts_updates_are_order_independent() -> None:
-    before = _mu("u1", 1, score=90.0, cause="evt-b")
-    after = _mu("u1", 1, score=60.0, band="watch", cause="evt-a")
+    # Same event time, but the user's own sequence number says which came later.
+    before = _mu("u1", 1, score=90.0, cause="evt-b", seq=1)
+    after = _mu("u1", 1, score=60.0, band="watch", cause="evt-a", seq=2)
     assert _fields(_account([before, after])) == _fields(_account([after, before]))
+    assert _view(_account([after, before]).members)["u1"][1] == 60.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (minor) AccountState.component_values: user_health is sum() over members in dict insertion "
-    "(arrival) order, so equal states give values differing in the last bit (0.0020000000000000005 vs 0.002), "
-    "which can flip a rounding or a threshold; math.fsum would make it order-free",
-)
 def test_account_components_do_not_depend_on_member_arrival_order() -> None:
     updates = [_mu("u1", 0, score=0.1), _mu("u2", 0, score=0.2), _mu("u3", 0, score=0.3)]
     forward, backward = _account(updates), _account(updates[::-1])
@@ -734,12 +724,6 @@ def test_render_account_is_as_of_its_clock_at_least() -> None:
     assert late["score"] == 54.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG render_account returns the last *emitted* band with a score recomputed as of later: score 59 "
-    "labelled healthy (< healthy_leave 65); render_user applies next_band, render_account does not",
-)
 def test_render_account_band_matches_its_score() -> None:
     account = _account([_mu(f"u{i}", 0, commercial="paying", commercial_day=-30) for i in range(3)])
     assert evaluate_account(MODEL, "acct-1", account, "c", VERSION) is not None
@@ -778,14 +762,6 @@ def test_account_whose_members_go_quiet_loses_health() -> None:
     assert shard.users["member-1"].score == HEALTHY_SCORE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG replay (reorder_ms=lateness, account_reorder_ms=HOLD_ALL): an event later than the allowed lateness "
-    "yields a MemberUpdate with the same ts (the user's unchanged last_seen) as the previous one; AccountShard "
-    "releases ties by (ts, user_id, cause) and AccountState.apply lets the last applied win, so the event id, not "
-    "processing order, decides: the account keeps the stale 90.04 instead of the user's 81.11",
-)
 def test_account_keeps_the_members_latest_score_in_replay() -> None:
     config = ShardConfig(reorder_ms=60 * MINUTE_MS, account_reorder_ms=HOLD_ALL)
     # "z-visit" on day 1 (released once another user's day-2 event moves the watermark on), then a detractor NPS
@@ -800,4 +776,4 @@ def test_account_keeps_the_members_latest_score_in_replay() -> None:
     accounts = AccountShard()
     accounts.process(_updates(outputs), config)
     accounts.drain(config)
-    assert accounts.accounts["acct-1"].members["user-1"][1] == user.score
+    assert accounts.accounts["acct-1"].members["user-1"][2] == user.score
