@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	&& { command -v $$p; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-unit check lint typecheck format bench lock services services-stop clean
+.PHONY: help install demo test testdata test-unit check lint typecheck format bench lock services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,10 +35,16 @@ services-stop: ## stop the Kafka and Redis that `make services` started
 	scripts/kafka-local stop
 	scripts/redis-local stop
 
-test: install services ## run the whole suite against the real broker and Redis
+TESTDATA := .cache/testdata/Lifetimes-0.11.3-py3-none-any.whl
+$(TESTDATA): tests/data/lifetimes.txt
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r tests/data/lifetimes.txt -d .cache/testdata
+
+testdata: install $(TESTDATA) ## fetch the CDNOW sample (inside the lifetimes wheel, hash-checked) for the fit test
+
+test: install services testdata ## run the whole suite against the real broker and Redis
 	$(BIN)/pytest -q
 
-test-unit: install ## unit, property and flow tests only (no services)
+test-unit: install testdata ## unit, property and flow tests only (no services)
 	$(BIN)/pytest -q -m "not integration"
 
 lint: install ## ruff lint and format check

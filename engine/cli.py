@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--process-id", "-i", type=int, help="this process's index in a cluster")
     run.add_argument("--addresses", "-a", help="host:port of every cluster process, ';'-separated")
 
+    fit = sub.add_parser("fit", help="fit the BG/NBD lapse model on history; prints its parameters as JSON")
+    fit.add_argument("input", type=Path)
+    fit.add_argument("--calibration-end", type=_until, required=True, help="events after TIME are ignored")
+    fit.add_argument("--unit", choices=("day", "week"), default="week")
+    fit.add_argument("--config", type=Path)
+
     demo = sub.add_parser("demo", help="generate a realistic event stream, replay it and summarise")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.add_argument("--config", type=Path)
@@ -67,11 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             addresses = args.addresses.split(";") if args.addresses else None
             run_service(settings, args.process_id, addresses)
+        elif args.command == "fit":
+            from engine.fit import fit_file
+            from schemas.codec import dumps
+
+            print(dumps(fit_file(args.input, args.calibration_end, args.unit, settings)).decode())
         elif args.command == "demo":
             from engine.demo import run_demo
 
             run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed)
-    except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as exc:
         print(f"pulse: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
