@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from operators.lapse import LapseModel
 from operators.scoring import ScoreModel
 from operators.shard import HOLD_ALL, HOUR_MS, ShardConfig
 from schemas.events import Vocabulary
@@ -106,6 +107,8 @@ class EngineSettings:
     # it is off unless reorder_live is true.
     allowed_lateness_minutes: int = 60
     reorder_live: bool = False
+    # Live: timers follow event time while events flow, the wall clock once a shard is idle this long.
+    timer_idle_ms: int = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ class Settings:
     engine: EngineSettings = EngineSettings()
     metrics: MetricsSettings = MetricsSettings()
     vocabulary: VocabularySettings = VocabularySettings()
+    lapse: LapseModel = LapseModel()  # noqa: RUF009 - frozen, so one shared default is safe
     score: ScoreModel = ScoreModel()  # noqa: RUF009 - frozen, so one shared default is safe
 
     def vocab(self) -> Vocabulary:
@@ -136,7 +140,7 @@ class Settings:
             activity=frozenset(self.vocabulary.activity), pii_fields=frozenset(self.vocabulary.pii_fields)
         )
 
-    def shard_config(self, live: bool) -> ShardConfig:
+    def shard_config(self, live: bool, until_ms: int = -1) -> ShardConfig:
         lateness = self.engine.allowed_lateness_minutes * 60_000
         reorder = lateness if not live or self.engine.reorder_live else 0
         return ShardConfig(
@@ -146,6 +150,9 @@ class Settings:
             account_reorder_ms=reorder if live else HOLD_ALL,
             model=self.score,
             model_version=self.score.version,
+            lapse=self.lapse,
+            until_ms=until_ms,
+            timer_lag_ms=0 if reorder else lateness,
         )
 
 
@@ -200,7 +207,7 @@ def _coerce(where: str, kind: Any, value: Any) -> Any:
 
 def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"[{name}]: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -42,6 +42,8 @@ class FlowConfig:
     recovery: bool
     # Live mode: changed profiles are written at most this often per shard (wall clock).
     profile_flush: timedelta = timedelta(seconds=1)
+    # Live timers switch from event time to the wall clock after this long without events.
+    timer_idle: timedelta = timedelta(seconds=5)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
 
@@ -94,15 +96,24 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         self._next_flush = self._config.clock() + self._config.profile_flush
         state = self._state
         if isinstance(state, Shard):
-            return state.flush_profiles(self._config.shard.model)
+            return state.flush_profiles(self._config.shard.model, self._config.shard.lapse)
         return state.flush_profiles(self._config.shard)
 
+    def _tick(self) -> list[Any]:
+        """Live mode, between events: hook for the wall-clock timer service (user shards)."""
+        return []
+
+    def _next_tick(self) -> datetime | None:
+        return None
+
     def on_notify(self) -> tuple[Iterable[list[Any]], bool]:
-        writes = self._flush()
-        return ([writes] if writes else []), StatefulBatchLogic.RETAIN
+        outputs = self._tick()
+        outputs.extend(self._flush())
+        return ([outputs] if outputs else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return self._next_flush if self._state.dirty else None
+        times = [t for t in (self._next_flush if self._state.dirty else None, self._next_tick()) if t is not None]
+        return min(times) if times else None
 
     def on_eof(self) -> tuple[Iterable[list[Any]], bool]:
         final: list[Any] = self._state.drain(self._config.shard)
@@ -118,9 +129,35 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
 
 
 class UserLogic(_Logic):
+    """Live timers: event time drives them while events flow (so a catch-up of old data fires exactly what
+    a replay would); once the shard has been idle for `timer_idle`, the wall clock takes over, so silent
+    users and silent partitions still lapse on time."""
+
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
         super().__init__(config, pickle.loads(resume) if resume is not None else Shard())
         self._label = ""
+        self._last_event = config.clock()
+
+    def _live(self) -> bool:
+        return self._config.shard.live_profiles
+
+    def _next_tick(self) -> datetime | None:
+        shard = self._state
+        assert isinstance(shard, Shard)
+        if not self._live() or not shard.timers:
+            return None
+        due = datetime.fromtimestamp(shard.timers[0][0] / 1000, UTC)
+        return max(due, self._last_event + self._config.timer_idle)
+
+    def _tick(self) -> list[Any]:
+        shard = self._state
+        assert isinstance(shard, Shard)
+        now = self._config.clock()
+        if not self._live() or now - self._last_event < self._config.timer_idle:
+            return []
+        outputs: list[Any] = []
+        shard.advance(int(now.timestamp() * 1000), self._config.shard, outputs)
+        return outputs
 
     def _process(self, items: list[Any]) -> list[Any]:
         shard = self._state
@@ -130,6 +167,8 @@ class UserLogic(_Logic):
         before = shard.counters.applied, shard.counters.duplicates
         started = time.perf_counter()
         outputs = shard.process(items, self._config.shard)
+        if self._live():
+            self._last_event = self._config.clock()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.APPLIED.inc(shard.counters.applied - before[0])
         metrics.DUPLICATES.inc(shard.counters.duplicates - before[1])

@@ -69,7 +69,12 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     if not input_path.is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
     collector = Collector()
-    config = FlowConfig(settings.vocab(), settings.engine.shards, settings.shard_config(live=False), False)
+    config = FlowConfig(
+        settings.vocab(),
+        settings.engine.shards,
+        settings.shard_config(live=False, until_ms=until_ms if until_ms is not None else -1),
+        False,
+    )
     source = FileSource([input_path], settings.engine.replay_batch_size)
     run_flow(build_flow(source, collector, config), settings.engine.workers)
 
@@ -103,7 +108,8 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         counts[kind] = _write_jsonl(out_dir / f"{kind.value}.jsonl", (r.value for r in of_kind))
     users = sorted((uid, state) for s in user_shards for uid, state in s.users.items())
     counts[OutputKind.PROFILES] = _write_jsonl(
-        out_dir / "profiles.jsonl", (dumps(render_user(uid, state, as_of, model)) for uid, state in users)
+        out_dir / "profiles.jsonl",
+        (dumps(render_user(uid, state, as_of, model, config.shard.lapse)) for uid, state in users),
     )
     accounts = sorted((aid, state) for s in account_shards for aid, state in s.accounts.items())
     counts["account_profiles"] = _write_jsonl(

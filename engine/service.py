@@ -80,6 +80,7 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
         settings.shard_config(live=True),
         recovery is not None,
         timedelta(milliseconds=settings.engine.profile_flush_ms),
+        timer_idle=timedelta(milliseconds=settings.engine.timer_idle_ms),
     )
     flow = build_flow(KafkaSource(settings.kafka), LiveSink(settings), config)
     print(

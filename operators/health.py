@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.lapse import LapseModel
 from operators.scoring import (
     COMPONENTS,
     Band,
@@ -60,31 +61,17 @@ def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause
         "previous_band": None if previous_band is None else previous_band.value,
         "components": {name: round(v, 4) for name, v in zip(COMPONENTS, values, strict=True)},
         "reasons": reasons(user.contributions or None, contribs),
-        "cause_event_id": cause,
+        # None when the passage of time moved the score (a timer), not an event.
+        "cause_event_id": cause or None,
         "model": version,
     }
     user.score, user.band, user.contributions = score, band.value, contribs
     return Record(OutputKind.SCORES, user_id, dumps(doc), as_of)
 
 
-# Until the per-user lapse model lands, quiet for this long means lapsed.
-LAPSED_AFTER_DAYS = 14
-NEW_FOR_DAYS = 7
-
-
-def engagement_of(user: UserState, as_of: int, band: str) -> str:
-    if user.last_active < 0:
-        return "new"
-    if as_of - user.last_active > LAPSED_AFTER_DAYS * DAY_MS:
-        return "lapsed"
-    if band == Band.AT_RISK:
-        return "at_risk"
-    if as_of - user.first_active_day * DAY_MS < NEW_FOR_DAYS * DAY_MS:
-        return "new"
-    return "active"
-
-
-def render_user(user_id: str, user: UserState, as_of: int, model: ScoreModel) -> dict[str, Any]:
+def render_user(
+    user_id: str, user: UserState, as_of: int, model: ScoreModel, lapse: LapseModel | None = None
+) -> dict[str, Any]:
     """The full User 360 profile: signals, the score as of `as_of`, its band (with hysteresis) and stages."""
     values = components(model, signals(model, user, as_of))
     score = score_of(contributions(model, values))
@@ -94,11 +81,16 @@ def render_user(user_id: str, user: UserState, as_of: int, model: ScoreModel) ->
         score=score,
         band=band,
         components={name: round(v, 4) for name, v in zip(COMPONENTS, values, strict=True)},
-        engagement=engagement_of(user, as_of, band),
+        engagement=user.engagement or "new",
         commercial=user.commercial,
         nps=user.nps_score if user.nps_score >= 0 else None,
         open_tickets=user.open_tickets(),
     )
+    if lapse is not None:
+        profile["expected_gap_days"] = round(lapse.expected_gap_days(user), 2) if user.last_active >= 0 else None
+        if lapse.bgnbd is not None:
+            p_alive = lapse.p_alive(user, as_of)
+            profile["p_alive"] = None if p_alive is None else round(p_alive, 4)
     return profile
 
 

@@ -7,8 +7,10 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from operators.health import MemberUpdate, evaluate, render_user
-from operators.scoring import ScoreModel
+from operators.engagement import Context, after_event, next_timer, on_timer
+from operators.health import MemberUpdate, render_user
+from operators.lapse import LapseModel
+from operators.scoring import Band, ScoreModel
 from operators.state import DAY_MS, UserState
 from schemas.events import Category, Event
 from schemas.outputs import Entity, ProfileWrite, Record
@@ -17,6 +19,7 @@ HOUR_MS = 3_600_000
 HOLD_ALL = 2**62
 Output = Record | ProfileWrite | MemberUpdate
 _DEFAULT_MODEL = ScoreModel()
+_DEFAULT_LAPSE = LapseModel()
 
 
 def shard_of(user_id: str, shards: int) -> int:
@@ -39,6 +42,16 @@ class ShardConfig:
     account_reorder_ms: int = 0
     model: ScoreModel = _DEFAULT_MODEL
     model_version: str = field(default=_DEFAULT_MODEL.version)
+    lapse: LapseModel = _DEFAULT_LAPSE
+    # Replay: at end of input, event time is advanced to this (if later than the last event) so due timers fire.
+    until_ms: int = -1
+    # Without reordering (live), timers trail the newest event time by this much, so an event up to this late
+    # from another partition still lands before a timer of its user fires (as it would in a replay).
+    timer_lag_ms: int = 0
+
+    @property
+    def context(self) -> Context:
+        return Context(self.model, self.model_version, self.lapse)
 
 
 @dataclass(slots=True)
@@ -70,6 +83,11 @@ class Shard:
     # Events waiting for the watermark to pass them by the allowed lateness: (ts, event_id, event).
     pending: list[tuple[int, str, Event]] = field(default_factory=list)
     released: int = -1
+    # The timer service: (due, user_id); an entry is live only while it equals that user's timer_at.
+    timers: list[tuple[int, str]] = field(default_factory=list)
+    # Key features healthy users here use most, recomputed once a day: the re-engagement suggestion.
+    popular: list[tuple[str, int]] = field(default_factory=list)
+    popular_day: int = -1
 
     def process(self, events: Iterable[Event], config: ShardConfig) -> list[Output]:
         """Apply a batch; returns the outputs it causes (scores, member updates, erasures).
@@ -92,6 +110,7 @@ class Shard:
                 counters.beyond_dedup_horizon += 1
             counters.applied += 1
             if reorder <= 0:
+                self.advance(min(ts - 1, self.watermark - config.timer_lag_ms), config, outputs)
                 self._apply(event, config, outputs)
             elif ts <= self.released:
                 counters.late += 1
@@ -104,17 +123,81 @@ class Shard:
         return outputs
 
     def drain(self, config: ShardConfig) -> list[Output]:
-        """End of input: apply everything still held back, in event-time order."""
+        """End of input: apply everything still held back, then let event time reach `until`."""
         outputs: list[Output] = []
         self._release(self.watermark, config, outputs)
+        self.advance(max(self.watermark, config.until_ms), config, outputs)
         return outputs
 
     def _release(self, frontier: int, config: ShardConfig, outputs: list[Output]) -> None:
         pending = self.pending
         while pending and pending[0][0] <= frontier:
-            self._apply(heapq.heappop(pending)[2], config, outputs)
+            event = heapq.heappop(pending)[2]
+            self.advance(event.ts - 1, config, outputs)  # timers due before this event fire first
+            self._apply(event, config, outputs)
         if frontier > self.released:
             self.released = frontier
+            self.advance(frontier, config, outputs)
+
+    def advance(self, now: int, config: ShardConfig, outputs: list[Output]) -> None:
+        """Fire every timer due by `now` (event time in replay; see engine.flow for live mode)."""
+        timers = self.timers
+        if not timers or timers[0][0] > now:
+            return
+        context = config.context
+        while timers and timers[0][0] <= now:
+            due, user_id = heapq.heappop(timers)
+            user = self.users.get(user_id)
+            if user is None or user.timer_at != due:
+                continue  # superseded by a later event, or the user was erased
+            before = len(outputs)
+            on_timer(user_id, user, due, self._next_step(user, due, config), context, outputs)
+            if config.live_profiles:
+                self.dirty.add(user_id)
+            if len(outputs) > before and user.account_id is not None:
+                outputs.append(self._member(user_id, user, due, None, f"timer-{due}"))
+            self._arm(user_id, user, config, due)
+
+    def _arm(self, user_id: str, user: UserState, config: ShardConfig, fired_at: int | None) -> None:
+        due = next_timer(user, config.lapse, fired_at)
+        if due != user.timer_at:
+            user.timer_at = due
+            if due >= 0:
+                heapq.heappush(self.timers, (due, user_id))
+
+    def _next_step(self, user: UserState, now: int, config: ShardConfig) -> dict[str, object] | None:
+        """The key feature this user has not used that most healthy users here do."""
+        day = now // DAY_MS
+        if day != self.popular_day:
+            counts = dict.fromkeys(config.model.key_features, 0)
+            for other in self.users.values():
+                if other.band == Band.HEALTHY:
+                    for feature in other.features:
+                        if feature in counts:
+                            counts[feature] += 1
+            self.popular = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            self.popular_day = day
+        for feature, users in self.popular:
+            if feature not in user.features:
+                return {"action": "adopt_feature", "feature": feature, "healthy_users_using": users}
+        return None
+
+    @staticmethod
+    def _member(user_id: str, user: UserState, ts: int, team: str | None, cause: str) -> MemberUpdate:
+        assert user.account_id is not None
+        return MemberUpdate(
+            user.account_id,
+            user_id,
+            ts,
+            user.score,
+            user.band,
+            user.last_active,
+            user.commercial,
+            user.commercial_ts,
+            team,
+            cause,
+            sum(user.counts),
+        )
 
     def _apply(self, event: Event, config: ShardConfig, outputs: list[Output]) -> None:
         user_id = event.user_id
@@ -135,48 +218,22 @@ class Shard:
         if user is None:
             user = users[user_id] = UserState(ts)
         days_before = user.active_day_count
+        commercial_before = user.commercial
         user.apply(event)
         if config.live_profiles:
             self.dirty.add(user_id)
-        category = event.category
-        as_of = user.last_seen
         new_day = user.active_day_count != days_before
-        record = None
-        # Plain activity on a day already counted, with no feature, cannot move any component (recency is
-        # measured to the user's own newest event, which is this one): skip the evaluation, it is the
-        # commonest event by far.
-        if not (
-            category is Category.ACTIVITY
-            and not new_day
-            and event.feature is None
-            and user.score >= 0
-            and as_of // DAY_MS == user.scored_day
+        scored = after_event(user_id, user, event, new_day, commercial_before, config.context, outputs)
+        category = event.category
+        if user.account_id is not None and (
+            scored or new_day or category is Category.TEAM or category is Category.COMMERCIAL
         ):
-            record = evaluate(config.model, user_id, user, as_of, event.event_id, config.model_version)
-            user.scored_day = as_of // DAY_MS
-            if record is not None:
-                outputs.append(record)
-        account = user.account_id
-        if account is not None and (
-            record is not None or new_day or category is Category.TEAM or category is Category.COMMERCIAL
-        ):
-            outputs.append(
-                MemberUpdate(
-                    account,
-                    user_id,
-                    user.last_seen,
-                    user.score,
-                    user.band,
-                    user.last_active,
-                    user.commercial,
-                    user.commercial_ts,
-                    event.type if category is Category.TEAM else None,
-                    event.event_id,
-                    sum(user.counts),
-                )
-            )
+            team = event.type if category is Category.TEAM else None
+            outputs.append(self._member(user_id, user, user.last_seen, team, event.event_id))
+        if new_day or user.timer_at < 0:
+            self._arm(user_id, user, config, None)
 
-    def flush_profiles(self, model: ScoreModel = _DEFAULT_MODEL) -> list[Output]:
+    def flush_profiles(self, model: ScoreModel = _DEFAULT_MODEL, lapse: LapseModel = _DEFAULT_LAPSE) -> list[Output]:
         """Render every changed profile once, as of the shard's clock. Coalescing many events of a user
         into one write is what keeps the store from costing more than the processing (the record-cache
         idea of Kafka Streams)."""
@@ -185,7 +242,7 @@ class Shard:
         as_of = self.watermark
         users = self.users
         writes: list[Output] = [
-            ProfileWrite(Entity.USER, user_id, render_user(user_id, users[user_id], as_of, model))
+            ProfileWrite(Entity.USER, user_id, render_user(user_id, users[user_id], as_of, model, lapse))
             for user_id in sorted(self.dirty)
         ]
         self.dirty = set()

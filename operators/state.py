@@ -31,15 +31,22 @@ class UserState:
         "account_ts",
         "active_day_count",
         "band",
+        "churn_id",
+        "churn_quiet_until",
         "commercial",
         "commercial_ts",
         "contributions",
+        "cooldown_until",
         "counts",
         "day_base",
         "day_bits",
+        "engagement",
         "features",
         "first_active_day",
         "first_seen",
+        "lapse_anchor",
+        "lapse_at",
+        "lapse_id",
         "last_active",
         "last_active_day",
         "last_seen",
@@ -48,6 +55,7 @@ class UserState:
         "score",
         "scored_day",
         "tickets",
+        "timer_at",
     )
 
     def __init__(self, ts: int) -> None:
@@ -75,6 +83,15 @@ class UserState:
         self.band = ""
         self.contributions: tuple[float, ...] = ()
         self.scored_day = -1  # epoch day of the last evaluation
+        # Lifecycle and alerts (operators.engagement): stage, open alert ids, the armed timer.
+        self.engagement = ""
+        self.lapse_id = ""
+        self.lapse_anchor = -1  # last activity before the lapse: what the lapse alert id is derived from
+        self.lapse_at = -1
+        self.cooldown_until = -1
+        self.churn_id = ""
+        self.churn_quiet_until = -1
+        self.timer_at = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)

@@ -41,7 +41,7 @@ def _canonical(outputs: list[Any]) -> dict[str, Any]:
     profiles = {uid: render_profile(uid, state, as_of) for f in finals for uid, state in f.users.items()}
     # Live writes are measured at the shard's clock when written, which batching moves; everything else in
     # a user's last write is a function of that user's events alone.
-    window = {"as_of", "active_days_7", "active_days_28"}
+    window = {"as_of", "active_days_7", "active_days_28", "score", "band", "components"}
     writes: dict[str, Any] = {}
     for o in outputs:
         if isinstance(o, ProfileWrite):

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from operators.health import render_user
+from operators.lapse import LapseModel
 from operators.scoring import ScoreModel
 from operators.shard import Output, Shard, ShardConfig, shard_of
 from operators.state import render_profile
@@ -80,7 +81,7 @@ ERASE_1 = make_event(event_id="erase-1", type="erasure_requested", ts=T0 + 2 * D
 def test_erasure_removes_the_user_and_emits_a_delete(config: ShardConfig) -> None:
     shard, _ = _run([[A, B, C_OTHER_USER]], config)
     others = _profiles(shard)["user-2"]
-    outputs = shard.process([ERASE_1], config)
+    outputs = _writes(shard.process([ERASE_1], config))
     assert outputs == [ProfileWrite(Entity.USER, "user-1", None)]
     assert set(shard.users) == {"user-2"}
     assert _profiles(shard)["user-2"] == others
@@ -128,7 +129,8 @@ def test_live_mode_flush_writes_every_changed_profile_once_sorted() -> None:
     outputs = _writes(shard.flush_profiles())
     assert [(o.entity, o.key) for o in outputs] == [(Entity.USER, "user-1"), (Entity.USER, "user-2")]
     for output in outputs:
-        assert output.fields == render_user(output.key, shard.users[output.key], T0 + DAY_MS, ScoreModel())
+        user = shard.users[output.key]
+        assert output.fields == render_user(output.key, user, T0 + DAY_MS, ScoreModel(), LapseModel())
     assert shard.flush_profiles() == []
     shard.process([A], LIVE)  # a duplicate changes nothing, so nothing is due
     assert shard.flush_profiles() == []
@@ -141,7 +143,8 @@ def test_live_mode_erasure_in_the_same_batch() -> None:
     later = make_event(event_id="later", ts=T0 + 4 * DAY_MS)
     erase_again = make_event(event_id="erase-2", type="erasure_requested", ts=T0 + 3 * DAY_MS)
     outputs = _writes(shard.process([erase_again, later], LIVE) + shard.flush_profiles())
-    assert [(o.key, o.fields is None) for o in outputs] == [("user-1", True), ("user-1", False)]
+    # user-2 said nothing, but two days passed: its timers re-scored it, so its profile is due too.
+    assert [(o.key, o.fields is None) for o in outputs] == [("user-1", True), ("user-1", False), ("user-2", False)]
 
 
 def test_replay_mode_writes_no_profiles() -> None:

@@ -1,0 +1,57 @@
+"""Alert and lifecycle records: deterministic ids, firing/resolved pairs, stage transitions."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from operators.state import UserState
+from schemas.codec import dumps, format_ts
+from schemas.outputs import OutputKind, Record
+
+
+def alert_id(kind: str, user_id: str, anchor_ms: int) -> str:
+    """Same input, same id: derived from what the alert is about, never from when or where it fired."""
+    digest = hashlib.sha256(f"{kind}|{user_id}|{anchor_ms}".encode()).hexdigest()[:20]
+    return f"{kind}-{digest}"
+
+
+def alert(
+    kind: str,
+    status: str,
+    ident: str,
+    user_id: str,
+    user: UserState,
+    ts: int,
+    extra: dict[str, Any],
+) -> Record:
+    doc = {
+        "alert_id": ident,
+        "kind": kind,
+        "status": status,
+        "user_id": user_id,
+        "account_id": user.account_id,
+        "ts": format_ts(ts),
+        "last_seen": format_ts(user.last_active if user.last_active >= 0 else user.last_seen),
+        "score": user.score if user.score >= 0 else None,
+        "band": user.band or None,
+        **extra,
+    }
+    # Keyed by user so one consumer partition sees a user's firing before its resolution.
+    return Record(OutputKind.ALERTS, user_id, dumps(doc), ts)
+
+
+def stage_changed(
+    user_id: str, field: str, before: str | None, after: str, ts: int, cause: str | None, **extra: Any
+) -> Record:
+    doc = {
+        "kind": "stage_changed",
+        "user_id": user_id,
+        "field": field,
+        "from": before,
+        "to": after,
+        "ts": format_ts(ts),
+        "cause_event_id": cause,
+        **extra,
+    }
+    return Record(OutputKind.LIFECYCLE, user_id, dumps(doc), ts)

@@ -1,0 +1,140 @@
+"""Engagement lifecycle, lapse and churn-risk alerts: what follows an event, and what follows a timer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from operators.alerts import alert, alert_id, stage_changed
+from operators.health import evaluate
+from operators.lapse import LapseModel
+from operators.scoring import Band, ScoreModel
+from operators.state import DAY_MS, UserState
+from schemas.events import Category, Event
+
+NEW, ACTIVE, AT_RISK, LAPSED, REACTIVATED = "new", "active", "at_risk", "lapsed", "reactivated"
+# A new user becomes active on their third active day; a reactivated one on the next active day.
+ACTIVE_AFTER_DAYS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    model: ScoreModel
+    version: str
+    lapse: LapseModel
+
+
+def lapse_deadline(user: UserState, lapse: LapseModel) -> int:
+    """Day-granular, so it only moves on a new active day (one timer re-arm per day, not per event)."""
+    deadline = lapse.deadline(user)
+    day_end = (user.last_active_day + 1) * DAY_MS
+    deadline = day_end + math.ceil(max(deadline - user.last_active, 0) / DAY_MS) * DAY_MS
+    return max(deadline, user.cooldown_until)
+
+
+def next_timer(user: UserState, lapse: LapseModel, fired_at: int | None = None) -> int:
+    """The next time something may change without an event: a daily rescore, or the lapse deadline."""
+    if user.last_active < 0:
+        return -1
+    day_end = (user.last_active_day + 1) * DAY_MS
+    horizon = day_end + int(lapse.rescore_for_days * DAY_MS)
+    step = int(lapse.rescore_days * DAY_MS)
+    rescore = day_end if fired_at is None else max(day_end, fired_at + step)
+    candidates = [rescore] if rescore <= horizon else []
+    if not user.lapse_id:
+        candidates.append(lapse_deadline(user, lapse))
+    return min(candidates) if candidates else -1
+
+
+def _move(user_id: str, user: UserState, to: str, ts: int, cause: str | None, out: list[Any]) -> None:
+    if user.engagement != to:
+        out.append(stage_changed(user_id, "engagement", user.engagement or None, to, ts, cause))
+        user.engagement = to
+
+
+def _score(user_id: str, user: UserState, as_of: int, cause: str | None, ctx: Context, out: list[Any]) -> bool:
+    """Re-score; returns whether a record was emitted. Handles churn-risk alerts on band moves."""
+    band_before = user.band
+    record = evaluate(ctx.model, user_id, user, as_of, cause or "", ctx.version)
+    if record is None:
+        return False
+    out.append(record)
+    # Only a move *into* at_risk from a scored band alerts (a brand-new user's first score does not), and
+    # not again within the cooldown after the last churn-risk alert resolved.
+    if user.band != band_before and band_before:
+        if user.band == Band.AT_RISK:
+            if as_of >= user.churn_quiet_until:
+                user.churn_id = alert_id("churn_risk", user_id, as_of)
+                out.append(alert("churn_risk", "firing", user.churn_id, user_id, user, as_of, {}))
+            if user.engagement != LAPSED:
+                _move(user_id, user, AT_RISK, as_of, cause, out)
+        elif band_before == Band.AT_RISK:
+            if user.churn_id:
+                out.append(alert("churn_risk", "resolved", user.churn_id, user_id, user, as_of, {}))
+                user.churn_id = ""
+                user.churn_quiet_until = as_of + int(ctx.lapse.cooldown_days * DAY_MS)
+            if user.engagement == AT_RISK:
+                _move(user_id, user, ACTIVE, as_of, cause, out)
+    return True
+
+
+def after_event(
+    user_id: str, user: UserState, event: Event, new_day: bool, commercial_before: str, ctx: Context, out: list[Any]
+) -> bool:
+    """Lifecycle and alerts caused by one applied event; returns whether a score record was emitted."""
+    ts, cause = event.ts, event.event_id
+    if not user.engagement:
+        _move(user_id, user, NEW, ts, cause, out)
+    if event.category is Category.ACTIVITY and user.lapse_id and ts >= user.lapse_at:
+        # The user is back: resolve the lapse (same id), say so, and hold off re-alerting for a while.
+        extra = {"silent_days": round((ts - user.lapse_anchor) / DAY_MS, 2)}
+        out.append(alert("lapse", "resolved", user.lapse_id, user_id, user, ts, extra))
+        out.append(alert("reactivated", "firing", alert_id("reactivated", user_id, ts), user_id, user, ts, extra))
+        user.lapse_id = ""
+        user.cooldown_until = ts + int(ctx.lapse.cooldown_days * DAY_MS)
+        _move(user_id, user, REACTIVATED, ts, cause, out)
+    elif (new_day and user.engagement == REACTIVATED) or (
+        new_day and user.engagement == NEW and user.active_day_count >= ACTIVE_AFTER_DAYS
+    ):
+        _move(user_id, user, ACTIVE, ts, cause, out)
+    if user.commercial != commercial_before:
+        props = event.properties or {}
+        extra = {k: props[k] for k in ("reason", "regrettable", "plan") if k in props}
+        out.append(stage_changed(user_id, "commercial", commercial_before, user.commercial, ts, cause, **extra))
+    skip = (
+        event.category is Category.ACTIVITY
+        and not new_day
+        and event.feature is None
+        and user.score >= 0
+        and ts // DAY_MS == user.scored_day
+    )
+    if skip:
+        # Plain activity on a day already counted cannot move any component: the commonest event is cheap.
+        return False
+    user.scored_day = user.last_seen // DAY_MS
+    return _score(user_id, user, user.last_seen, cause, ctx, out)
+
+
+def on_timer(
+    user_id: str, user: UserState, now: int, next_step: dict[str, Any] | None, ctx: Context, out: list[Any]
+) -> None:
+    """A due timer: the passage of time re-scores the user, and a silence past the deadline is a lapse."""
+    _score(user_id, user, now, None, ctx, out)
+    if user.lapse_id or user.last_active < 0 or now < lapse_deadline(user, ctx.lapse):
+        return
+    if user.commercial == "paused":
+        return  # no lapse alerts while the subscription is paused; the next event re-arms the timer
+    user.lapse_anchor = user.last_active
+    user.lapse_at = now
+    user.lapse_id = alert_id("lapse", user_id, user.last_active)
+    p_alive = ctx.lapse.p_alive(user, now)
+    extra: dict[str, Any] = {
+        "p_alive": None if p_alive is None else round(p_alive, 4),
+        "silent_days": round((now - user.last_active) / DAY_MS, 2),
+        "expected_gap_days": round(ctx.lapse.expected_gap_days(user), 2),
+        "lapse_model": ctx.lapse.model,
+        "next_step": next_step,
+    }
+    out.append(alert("lapse", "firing", user.lapse_id, user_id, user, now, extra))
+    _move(user_id, user, LAPSED, now, None, out)
