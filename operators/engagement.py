@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,16 @@ NEW, ACTIVE, AT_RISK, LAPSED, REACTIVATED = "new", "active", "at_risk", "lapsed"
 ACTIVE_AFTER_DAYS = 3
 
 
+NextStep = Callable[[UserState, int], "dict[str, Any] | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     model: ScoreModel
     version: str
     lapse: LapseModel
+    # The re-engagement suggestion for a user at a time (the shard knows what healthy users use).
+    next_step: NextStep = lambda user, now: None
 
 
 def lapse_deadline(user: UserState, lapse: LapseModel) -> int:
@@ -66,7 +72,8 @@ def _score(user_id: str, user: UserState, as_of: int, cause: str | None, ctx: Co
         if user.band == Band.AT_RISK:
             if as_of >= user.churn_quiet_until:
                 user.churn_id = alert_id("churn_risk", user_id, as_of)
-                out.append(alert("churn_risk", "firing", user.churn_id, user_id, user, as_of, {}))
+                extra = {"next_step": ctx.next_step(user, as_of)}
+                out.append(alert("churn_risk", "firing", user.churn_id, user_id, user, as_of, extra))
             if user.engagement != LAPSED:
                 _move(user_id, user, AT_RISK, as_of, cause, out)
         elif band_before == Band.AT_RISK:
@@ -116,9 +123,7 @@ def after_event(
     return _score(user_id, user, user.last_seen, cause, ctx, out)
 
 
-def on_timer(
-    user_id: str, user: UserState, now: int, next_step: dict[str, Any] | None, ctx: Context, out: list[Any]
-) -> None:
+def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[Any]) -> None:
     """A due timer: the passage of time re-scores the user, and a silence past the deadline is a lapse."""
     _score(user_id, user, now, None, ctx, out)
     if user.lapse_id or user.last_active < 0 or now < lapse_deadline(user, ctx.lapse):
@@ -134,7 +139,7 @@ def on_timer(
         "silent_days": round((now - user.last_active) / DAY_MS, 2),
         "expected_gap_days": round(ctx.lapse.expected_gap_days(user), 2),
         "lapse_model": ctx.lapse.model,
-        "next_step": next_step,
+        "next_step": ctx.next_step(user, now),
     }
     out.append(alert("lapse", "firing", user.lapse_id, user_id, user, now, extra))
     _move(user_id, user, LAPSED, now, None, out)

@@ -6,6 +6,7 @@ import heapq
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from operators.engagement import Context, after_event, next_timer, on_timer
 from operators.health import MemberUpdate, render_user
@@ -49,10 +50,6 @@ class ShardConfig:
     # from another partition still lands before a timer of its user fires (as it would in a replay).
     timer_lag_ms: int = 0
 
-    @property
-    def context(self) -> Context:
-        return Context(self.model, self.model_version, self.lapse)
-
 
 @dataclass(slots=True)
 class Counters:
@@ -88,6 +85,16 @@ class Shard:
     # Key features healthy users here use most, recomputed once a day: the re-engagement suggestion.
     popular: list[tuple[str, int]] = field(default_factory=list)
     popular_day: int = -1
+    _ctx: Context | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached context holds a closure over the config: rebuilt after a restore, never pickled.
+        return {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "_ctx"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self._ctx = None
 
     def process(self, events: Iterable[Event], config: ShardConfig) -> list[Output]:
         """Apply a batch; returns the outputs it causes (scores, member updates, erasures).
@@ -144,14 +151,14 @@ class Shard:
         timers = self.timers
         if not timers or timers[0][0] > now:
             return
-        context = config.context
+        context = self._context(config)
         while timers and timers[0][0] <= now:
             due, user_id = heapq.heappop(timers)
             user = self.users.get(user_id)
             if user is None or user.timer_at != due:
                 continue  # superseded by a later event, or the user was erased
             before = len(outputs)
-            on_timer(user_id, user, due, self._next_step(user, due, config), context, outputs)
+            on_timer(user_id, user, due, context, outputs)
             if config.live_profiles:
                 self.dirty.add(user_id)
             if len(outputs) > before and user.account_id is not None:
@@ -165,7 +172,15 @@ class Shard:
             if due >= 0:
                 heapq.heappush(self.timers, (due, user_id))
 
-    def _next_step(self, user: UserState, now: int, config: ShardConfig) -> dict[str, object] | None:
+    def _context(self, config: ShardConfig) -> Context:
+        context = self._ctx
+        if context is None or context.model is not config.model or context.lapse is not config.lapse:
+            context = self._ctx = Context(
+                config.model, config.model_version, config.lapse, lambda u, now: self._next_step(u, now, config)
+            )
+        return context
+
+    def _next_step(self, user: UserState, now: int, config: ShardConfig) -> dict[str, Any] | None:
         """The key feature this user has not used that most healthy users here do."""
         day = now // DAY_MS
         if day != self.popular_day:
@@ -223,7 +238,7 @@ class Shard:
         if config.live_profiles:
             self.dirty.add(user_id)
         new_day = user.active_day_count != days_before
-        scored = after_event(user_id, user, event, new_day, commercial_before, config.context, outputs)
+        scored = after_event(user_id, user, event, new_day, commercial_before, self._context(config), outputs)
         category = event.category
         if user.account_id is not None and (
             scored or new_day or category is Category.TEAM or category is Category.COMMERCIAL
