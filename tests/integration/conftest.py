@@ -205,3 +205,28 @@ def pulse_run(tmp_path: Path) -> Iterator[Callable[..., PulseProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+def read_topic(kafka: str, topic: str) -> list[Message]:
+    """Everything in a topic right now: reads every partition up to its current end offset."""
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"check-{uuid.uuid4().hex}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return []
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        messages: list[Message] = []
+        positions = dict.fromkeys(ends, 0)
+
+        def done() -> bool:
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    messages.append(message)
+                    positions[message.partition()] = (message.offset() or 0) + 1
+            return all(positions[p] >= end for p, end in ends.items())
+
+        wait_for(done, 60, f"reading {topic} to its end", interval=0)
+        return messages
+    finally:
+        consumer.close()

@@ -12,8 +12,8 @@ import pytest
 
 from engine.config import load_settings
 from engine.replay import replay
-from schemas.codec import loads
-from tests.integration.conftest import Names, PulseProcess, consume_all, produce, wait_for
+from schemas.codec import loads, parse_ts
+from tests.integration.conftest import Names, PulseProcess, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -35,17 +35,7 @@ def _history(now_ms: int) -> list[bytes]:
 
 def _settled(alerts: list[dict[str, Any]], before_ms: int) -> set[tuple[str, str, str]]:
     # Timers are due on day boundaries; compare what was due before today, which both runs have passed.
-    return {
-        (a["alert_id"], a["kind"], a["status"])
-        for a in alerts
-        if loads(orjson.dumps(a["ts"])) and _ms(a["ts"]) < before_ms
-    }
-
-
-def _ms(ts: str) -> int:
-    from schemas.codec import parse_ts
-
-    return parse_ts(ts)
+    return {(a["alert_id"], a["kind"], a["status"]) for a in alerts if parse_ts(a["ts"]) < before_ms}
 
 
 def test_live_and_replay_fire_the_same_lapse_alerts(
@@ -57,8 +47,11 @@ def test_live_and_replay_fire_the_same_lapse_alerts(
     pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300"})
 
     def dora_lapsed() -> list[dict[str, Any]]:
-        alerts = [loads(m.value() or b"") for m in consume_all(kafka, names.topic("alerts"), 1, timeout=5)]
-        return alerts if any(a["kind"] == "lapse" and a["user_id"] == "dora" for a in alerts) else []
+        first = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))]
+        if not any(a["kind"] == "lapse" and a["user_id"] == "dora" for a in first):
+            return []
+        # Settled: a second full read finds nothing new.
+        return first if len(read_topic(kafka, names.topic("alerts"))) == len(first) else []
 
     live = wait_for(dora_lapsed, 90, "dora's lapse alert from the live service")
 
@@ -74,3 +67,39 @@ def test_live_and_replay_fire_the_same_lapse_alerts(
     assert lapse["status"] == "firing"
     assert lapse["silent_days"] <= 6, "a daily user must be flagged within days of stopping"
     assert lapse["next_step"] is None or lapse["next_step"]["action"] == "adopt_feature"
+
+
+def test_one_and_two_processes_fire_the_same_alerts(
+    kafka: str, names: Names, pulse_run: Callable[..., PulseProcess]
+) -> None:
+    from engine.generator import GeneratorConfig, generate
+    from tests.integration.conftest import free_port
+
+    lines = list(generate(GeneratorConfig(users=40, accounts=6, days=28, seed=5, malformed_rate=0.0)))
+    produce(kafka, names.topic("events"), [(loads(line)["user_id"].encode(), line) for line in lines])
+    single = pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300"})
+
+    # The same input through a two-process bytewax cluster, writing to its own topics and keys.
+    cluster_env = {**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300", "PULSE_REDIS_KEY_PREFIX": f"{names.run}c"}
+    for kind in ("scores", "alerts", "lifecycle", "accounts", "dlq"):
+        cluster_env[f"PULSE_TOPICS_{kind.upper()}"] = f"{names.run}-c{kind}"
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    for process_id in ("0", "1"):
+        pulse_run(cluster_env, ["--process-id", process_id, "--addresses", addresses])
+
+    def alerts(topic: str) -> Callable[[], set[tuple[str, str, str]]]:
+        def read() -> set[tuple[str, str, str]]:
+            docs = [loads(m.value() or b"") for m in read_topic(kafka, topic)]
+            return {(d["alert_id"], d["kind"], d["status"]) for d in docs}
+
+        return read
+
+    # Wait until both have settled: the same count twice in a row, and at least one lapse.
+    def settled(read: Callable[[], set[tuple[str, str, str]]]) -> set[tuple[str, str, str]]:
+        first = read()
+        return first if any(k == "lapse" for _, k, _ in first) and read() == first else set()
+
+    one = wait_for(lambda: settled(alerts(names.topic("alerts"))), 120, "alerts from the single process")
+    two = wait_for(lambda: settled(alerts(f"{names.run}-calerts")), 120, "alerts from the two-process cluster")
+    single.assert_alive()
+    assert one == two
