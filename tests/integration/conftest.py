@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 BOOTSTRAP = os.environ.get("PULSE_TEST_KAFKA", "127.0.0.1:9092")
@@ -214,7 +214,18 @@ def read_topic(kafka: str, topic: str) -> list[Message]:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             return []
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+        ends: dict[int, int] = {}
+
+        def offsets_known() -> bool:
+            # A topic created a moment ago may not have partition leaders yet: retry until it does.
+            try:
+                for p in meta.partitions:
+                    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            except KafkaException:
+                return False
+            return True
+
+        wait_for(offsets_known, 30, f"end offsets of {topic}")
         consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
         messages: list[Message] = []
         positions = dict.fromkeys(ends, 0)
@@ -223,7 +234,7 @@ def read_topic(kafka: str, topic: str) -> list[Message]:
             for message in consumer.consume(1000, 0.2):
                 if message.error() is None:
                     messages.append(message)
-                    positions[message.partition()] = (message.offset() or 0) + 1
+                    positions[message.partition() or 0] = (message.offset() or 0) + 1
             return all(positions[p] >= end for p, end in ends.items())
 
         wait_for(done, 60, f"reading {topic} to its end", interval=0)
