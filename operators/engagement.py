@@ -13,6 +13,7 @@ from operators.lapse import LapseModel
 from operators.scoring import Band, ScoreModel
 from operators.state import DAY_MS, UserState
 from schemas.events import Category, Event
+from schemas.outputs import Record
 
 NEW, ACTIVE, AT_RISK, LAPSED, REACTIVATED = "new", "active", "at_risk", "lapsed", "reactivated"
 # A new user becomes active on their third active day; a reactivated one on the next active day.
@@ -48,9 +49,21 @@ def next_timer(user: UserState, lapse: LapseModel, fired_at: int | None = None) 
     step = int(lapse.rescore_days * DAY_MS)
     rescore = day_end if fired_at is None else max(day_end, fired_at + step)
     candidates = [rescore] if rescore <= horizon else []
-    if not user.lapse_id:
-        candidates.append(lapse_deadline(user, lapse))
+    deadline = lapse_deadline(user, lapse)
+    # A deadline at or before the timer that just fired was handled (or suppressed while paused).
+    if not user.lapse_id and (fired_at is None or deadline > fired_at):
+        candidates.append(deadline)
     return min(candidates) if candidates else -1
+
+
+def _alert(
+    kind: str, status: str, ident: str, user_id: str, user: UserState, ts: int, ctx: Context, **extra: Any
+) -> Record:
+    """Every alert carries p_alive (null unless the BG/NBD model is configured)."""
+    p_alive = ctx.lapse.p_alive(user, ts)
+    return alert(
+        kind, status, ident, user_id, user, ts, {"p_alive": None if p_alive is None else round(p_alive, 4), **extra}
+    )
 
 
 def _move(user_id: str, user: UserState, to: str, ts: int, cause: str | None, out: list[Any]) -> None:
@@ -72,13 +85,13 @@ def _score(user_id: str, user: UserState, as_of: int, cause: str | None, ctx: Co
         if user.band == Band.AT_RISK:
             if as_of >= user.churn_quiet_until:
                 user.churn_id = alert_id("churn_risk", user_id, as_of)
-                extra = {"next_step": ctx.next_step(user, as_of)}
-                out.append(alert("churn_risk", "firing", user.churn_id, user_id, user, as_of, extra))
+                step = ctx.next_step(user, as_of)
+                out.append(_alert("churn_risk", "firing", user.churn_id, user_id, user, as_of, ctx, next_step=step))
             if user.engagement != LAPSED:
                 _move(user_id, user, AT_RISK, as_of, cause, out)
         elif band_before == Band.AT_RISK:
             if user.churn_id:
-                out.append(alert("churn_risk", "resolved", user.churn_id, user_id, user, as_of, {}))
+                out.append(_alert("churn_risk", "resolved", user.churn_id, user_id, user, as_of, ctx))
                 user.churn_id = ""
                 user.churn_quiet_until = as_of + int(ctx.lapse.cooldown_days * DAY_MS)
             if user.engagement == AT_RISK:
@@ -95,9 +108,10 @@ def after_event(
         _move(user_id, user, NEW, ts, cause, out)
     if event.category is Category.ACTIVITY and user.lapse_id and ts >= user.lapse_at:
         # The user is back: resolve the lapse (same id), say so, and hold off re-alerting for a while.
-        extra = {"silent_days": round((ts - user.lapse_anchor) / DAY_MS, 2)}
-        out.append(alert("lapse", "resolved", user.lapse_id, user_id, user, ts, extra))
-        out.append(alert("reactivated", "firing", alert_id("reactivated", user_id, ts), user_id, user, ts, extra))
+        silent = round((ts - user.lapse_anchor) / DAY_MS, 2)
+        out.append(_alert("lapse", "resolved", user.lapse_id, user_id, user, ts, ctx, silent_days=silent))
+        back = alert_id("reactivated", user_id, ts)
+        out.append(_alert("reactivated", "firing", back, user_id, user, ts, ctx, silent_days=silent))
         user.lapse_id = ""
         user.cooldown_until = ts + int(ctx.lapse.cooldown_days * DAY_MS)
         _move(user_id, user, REACTIVATED, ts, cause, out)
@@ -106,6 +120,9 @@ def after_event(
     ):
         _move(user_id, user, ACTIVE, ts, cause, out)
     if user.commercial != commercial_before:
+        if commercial_before == "paused":
+            # Back from a pause: the silence during it does not count; the user gets one rhythm from now.
+            user.cooldown_until = max(user.cooldown_until, ts + int(ctx.lapse.cadence_days(user) * DAY_MS))
         props = event.properties or {}
         extra = {k: props[k] for k in ("reason", "regrettable", "plan") if k in props}
         out.append(stage_changed(user_id, "commercial", commercial_before, user.commercial, ts, cause, **extra))
@@ -133,13 +150,19 @@ def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[An
     user.lapse_anchor = user.last_active
     user.lapse_at = now
     user.lapse_id = alert_id("lapse", user_id, user.last_active)
-    p_alive = ctx.lapse.p_alive(user, now)
-    extra: dict[str, Any] = {
-        "p_alive": None if p_alive is None else round(p_alive, 4),
-        "silent_days": round((now - user.last_active) / DAY_MS, 2),
-        "expected_gap_days": round(ctx.lapse.expected_gap_days(user), 2),
-        "lapse_model": ctx.lapse.model,
-        "next_step": ctx.next_step(user, now),
-    }
-    out.append(alert("lapse", "firing", user.lapse_id, user_id, user, now, extra))
+    out.append(
+        _alert(
+            "lapse",
+            "firing",
+            user.lapse_id,
+            user_id,
+            user,
+            now,
+            ctx,
+            silent_days=round((now - user.last_active) / DAY_MS, 2),
+            expected_gap_days=round(ctx.lapse.expected_gap_days(user), 2),
+            lapse_model=ctx.lapse.model,
+            next_step=ctx.next_step(user, now),
+        )
+    )
     _move(user_id, user, LAPSED, now, None, out)

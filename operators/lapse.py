@@ -38,10 +38,18 @@ class LapseModel:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.unit not in UNIT_DAYS:
             raise ValueError(f"unit must be day or week, got {self.unit!r}")
-        for name in ("fixed_days", "cadence_factor", "prior_gap_days", "min_days", "max_days", "rescore_days"):
+        positive = ("fixed_days", "cadence_factor", "prior_gap_days", "prior_weight", "min_days", "max_days",
+                    "rescore_days")  # fmt: skip
+        for name in positive:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")
+        for name in ("cooldown_days", "rescore_for_days"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value}")
+        if self.min_days > self.max_days:
+            raise ValueError(f"min_days ({self.min_days}) must not exceed max_days ({self.max_days})")
         if not 0 < self.p_alive_threshold < 1:
             raise ValueError("p_alive_threshold must be between 0 and 1")
         if self.params or self.model == "bgnbd":
@@ -56,7 +64,7 @@ class LapseModel:
 
     def expected_gap_days(self, user: UserState) -> float:
         """The user's own mean gap between active days, shrunk towards the population prior."""
-        gaps = user.active_day_count - 1
+        gaps = max(user.active_day_count - 1, 0)
         span = user.last_active_day - user.first_active_day if gaps > 0 else 0
         return (span + self.prior_weight * self.prior_gap_days) / (gaps + self.prior_weight)
 

@@ -245,7 +245,7 @@ class Shard:
         ):
             team = event.type if category is Category.TEAM else None
             outputs.append(self._member(user_id, user, user.last_seen, team, event.event_id))
-        if new_day or user.timer_at < 0:
+        if new_day or user.timer_at < 0 or category is Category.COMMERCIAL:
             self._arm(user_id, user, config, None)
 
     def flush_profiles(self, model: ScoreModel = _DEFAULT_MODEL, lapse: LapseModel = _DEFAULT_LAPSE) -> list[Output]:

@@ -141,33 +141,22 @@ def test_good_settings_are_accepted(kwargs: dict[str, Any], has_bgnbd: bool) -> 
     [
         pytest.param(
             {"prior_weight": 0.0},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG lapse.py: prior_weight=0 is accepted, then expected_gap_days divides by zero "
-                "for a user with one active day (ZeroDivisionError inside the stream)",
-            ),
             id="prior-weight-zero",
         ),
         pytest.param(
             {"prior_weight": -1.0},
-            marks=pytest.mark.xfail(strict=True, reason="BUG lapse.py: negative prior_weight is not validated"),
             id="prior-weight-negative",
         ),
         pytest.param(
             {"cooldown_days": -7.0},
-            marks=pytest.mark.xfail(strict=True, reason="BUG lapse.py: negative cooldown_days is not validated"),
             id="cooldown-negative",
         ),
         pytest.param(
             {"rescore_for_days": -1.0},
-            marks=pytest.mark.xfail(strict=True, reason="BUG lapse.py: negative rescore_for_days is not validated"),
             id="rescore-for-negative",
         ),
         pytest.param(
             {"min_days": 30.0, "max_days": 10.0},
-            marks=pytest.mark.xfail(
-                strict=True, reason="BUG lapse.py: min_days > max_days is accepted (cadence is then always max_days)"
-            ),
             id="min-above-max",
         ),
     ],
