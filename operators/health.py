@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from operators.lapse import LapseModel
 from operators.scoring import (
@@ -40,32 +40,55 @@ def signals(model: ScoreModel, user: UserState, as_of: int) -> Signals:
     )
 
 
+class Scored(Protocol):
+    """A user or an account: what was last emitted, for deltas and hysteresis."""
+
+    score: float
+    band: str
+    contributions: tuple[float, ...]
+
+
+def _change(
+    model: ScoreModel, holder: Scored, names: tuple[str, ...], values: tuple[float, ...], contribs: tuple[float, ...]
+) -> dict[str, Any] | None:
+    """The common part of a score change, or None when it moved less than min_delta within its band.
+
+    Updates `holder` to what is emitted, so the next deltas are measured from it.
+    """
+    score = score_of(contribs)
+    previous_band = Band(holder.band) if holder.band else None
+    band = next_band(model, previous_band, score)
+    first = holder.score < 0
+    if not first and band is previous_band and abs(score - holder.score) < model.min_delta:
+        return None
+    change = {
+        "score": score,
+        "previous_score": None if first else holder.score,
+        "band": band.value,
+        "previous_band": None if previous_band is None else previous_band.value,
+        "components": {name: round(v, 4) for name, v in zip(names, values, strict=True)},
+        "reasons": reasons(holder.contributions or None, contribs, names),
+    }
+    holder.score, holder.band, holder.contributions = score, band.value, contribs
+    return change
+
+
 def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause: str, version: str) -> Record | None:
     """A `score_changed` record when the score moved by at least `min_delta` or the band changed."""
     values = components(model, signals(model, user, as_of))
-    contribs = contributions(model, values)
-    score = score_of(contribs)
-    previous_band = Band(user.band) if user.band else None
-    band = next_band(model, previous_band, score)
-    first = user.score < 0
-    if not first and band is previous_band and abs(score - user.score) < model.min_delta:
+    change = _change(model, user, COMPONENTS, values, contributions(model, values))
+    if change is None:
         return None
     doc = {
         "kind": "score_changed",
         "user_id": user_id,
         "account_id": user.account_id,
         "ts": format_ts(as_of),
-        "score": score,
-        "previous_score": None if first else user.score,
-        "band": band.value,
-        "previous_band": None if previous_band is None else previous_band.value,
-        "components": {name: round(v, 4) for name, v in zip(COMPONENTS, values, strict=True)},
-        "reasons": reasons(user.contributions or None, contribs),
+        **change,
         # None when the passage of time moved the score (a timer), not an event.
         "cause_event_id": cause or None,
         "model": version,
     }
-    user.score, user.band, user.contributions = score, band.value, contribs
     return Record(OutputKind.SCORES, user_id, dumps(doc), as_of)
 
 
@@ -188,27 +211,18 @@ def evaluate_account(
     as_of = account.clock
     values, facts = account.component_values(as_of)
     contribs = tuple(share * v for share, v in zip(ACCOUNT_SHARES, values, strict=True))
-    score = score_of(contribs)
-    previous_band = Band(account.band) if account.band else None
-    band = next_band(model, previous_band, score)
-    first = account.score < 0
-    if not first and band is previous_band and abs(score - account.score) < model.min_delta:
+    change = _change(model, account, ACCOUNT_COMPONENTS, values, contribs)
+    if change is None:
         return None
     doc = {
         "kind": "account_health_changed",
         "account_id": account_id,
         "ts": format_ts(as_of),
-        "score": score,
-        "previous_score": None if first else account.score,
-        "band": band.value,
-        "previous_band": None if previous_band is None else previous_band.value,
-        "components": {name: round(v, 4) for name, v in zip(ACCOUNT_COMPONENTS, values, strict=True)},
-        "reasons": reasons(account.contributions or None, contribs, ACCOUNT_COMPONENTS),
-        "cause_event_id": cause,
+        **change,
+        "cause_event_id": cause or None,
         "model": version,
         **facts,
     }
-    account.score, account.band, account.contributions = score, band.value, contribs
     return Record(OutputKind.ACCOUNTS, account_id, dumps(doc), as_of)
 
 
