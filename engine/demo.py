@@ -42,6 +42,13 @@ def summarize(out_dir: Path, summary: dict[str, Any]) -> str:
         score = sum(p["score"] for p in profiles) / n
         bands = "/".join(str(sum(1 for p in profiles if p["band"] == b)) for b in ("healthy", "watch", "at_risk"))
         lines.append(f"  {persona:<11}{n:>6}{d7:>10.1f}{d28:>11.1f}{score:>7.1f}   {bands}")
+    alerts: dict[str, int] = {}
+    with (out_dir / "alerts.jsonl").open("rb") as f:
+        for line in f:
+            doc = loads(line)
+            key = f"{doc['kind']} {doc['status']}"
+            alerts[key] = alerts.get(key, 0) + 1
+    lines += ["", "Alerts:"] + [f"  {key:<22}{n:>6,}" for key, n in sorted(alerts.items())]
     lines += ["", "Outputs in " + str(out_dir) + ":"]
     lines += [f"  {kind + '.jsonl':<18}{n:>8,}" for kind, n in summary["outputs"].items()]
     lines.append("  summary.json")
