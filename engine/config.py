@@ -109,6 +109,8 @@ class EngineSettings:
     reorder_live: bool = False
     # Live: timers follow event time while events flow, the wall clock once a shard is idle this long.
     timer_idle_ms: int = 5000
+    # ...and only while event time is within this of the wall clock (not during a backfill of history).
+    timer_wall_clock_max_lag_hours: int = 168
 
 
 @dataclass(frozen=True, slots=True)

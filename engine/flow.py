@@ -42,8 +42,14 @@ class FlowConfig:
     recovery: bool
     # Live mode: changed profiles are written at most this often per shard (wall clock).
     profile_flush: timedelta = timedelta(seconds=1)
-    # Live timers switch from event time to the wall clock after this long without events.
+    # Live timers switch from event time to the wall clock after this long without events...
     timer_idle: timedelta = timedelta(seconds=5)
+    # ...but only when event time is this close to the wall clock: a backfill of older history keeps
+    # event time, instead of firing months of timers for every user the moment a shard pauses.
+    timer_wall_clock_max_lag: timedelta = timedelta(days=7)
+    # The newest event time any user shard of this process has seen (shared, so a shard holding only
+    # silent users still knows whether the stream as a whole is live).
+    newest_event: list[int] = field(default_factory=lambda: [-1], compare=False)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
 
@@ -141,10 +147,18 @@ class UserLogic(_Logic):
     def _live(self) -> bool:
         return self._config.shard.live_profiles
 
+    def _wall_clock_applies(self, now: datetime) -> bool:
+        shard = self._state
+        assert isinstance(shard, Shard)
+        lag = now.timestamp() * 1000 - self._config.newest_event[0]
+        return (
+            self._live() and bool(shard.timers) and lag <= self._config.timer_wall_clock_max_lag.total_seconds() * 1000
+        )
+
     def _next_tick(self) -> datetime | None:
         shard = self._state
         assert isinstance(shard, Shard)
-        if not self._live() or not shard.timers:
+        if not self._wall_clock_applies(self._config.clock()):
             return None
         due = datetime.fromtimestamp(shard.timers[0][0] / 1000, UTC)
         return max(due, self._last_event + self._config.timer_idle)
@@ -153,7 +167,7 @@ class UserLogic(_Logic):
         shard = self._state
         assert isinstance(shard, Shard)
         now = self._config.clock()
-        if not self._live() or now - self._last_event < self._config.timer_idle:
+        if not self._wall_clock_applies(now) or now - self._last_event < self._config.timer_idle:
             return []
         outputs: list[Any] = []
         shard.advance(int(now.timestamp() * 1000), self._config.shard, outputs)
@@ -169,6 +183,9 @@ class UserLogic(_Logic):
         outputs = shard.process(items, self._config.shard)
         if self._live():
             self._last_event = self._config.clock()
+            newest = self._config.newest_event
+            if shard.watermark > newest[0]:
+                newest[0] = shard.watermark
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.APPLIED.inc(shard.counters.applied - before[0])
         metrics.DUPLICATES.inc(shard.counters.duplicates - before[1])

@@ -81,6 +81,7 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
         recovery is not None,
         timedelta(milliseconds=settings.engine.profile_flush_ms),
         timer_idle=timedelta(milliseconds=settings.engine.timer_idle_ms),
+        timer_wall_clock_max_lag=timedelta(hours=settings.engine.timer_wall_clock_max_lag_hours),
     )
     flow = build_flow(KafkaSource(settings.kafka), LiveSink(settings), config)
     print(
