@@ -38,7 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from bench.progress import Progress
 from bench.topic import SEED, BenchSetupError, TopicState, default_topic, ensure_topic, topic_state
 from engine.config import RedisSettings, Settings, TopicSettings, load_settings
-from engine.flow import FlowConfig, ShardFinal, build_flow
+from engine.flow import ShardFinal, build_flow, flow_config
 from engine.sources import KafkaSource
 from operators.shard import Shard
 from schemas.codec import RawBatch
@@ -295,9 +295,7 @@ def run_pulse(
         ensure_topics(settings)
         _clear_redis(settings.redis)
         inner_sink = LiveSink(settings)
-    config = FlowConfig(
-        settings.vocab(), settings.engine.shards, settings.shard_config(live=live_profiles), recovery=False
-    )
+    config = flow_config(settings, live=live_profiles)
     source = BoundedKafkaSource(KafkaSource(settings.kafka), state, tracker)
     flow = build_flow(source, CountingSink(counts, inner_sink), config)
     epoch = timedelta(seconds=settings.engine.snapshot_interval_seconds)

@@ -101,7 +101,7 @@ class EngineSettings:
     recovery_dir: str = ""
     replay_batch_size: int = 2000
     # Live mode: a user's Redis profile is rewritten at most this often, however many events arrive.
-    profile_flush_ms: int = 1000
+    profile_flush_ms: int = 5000
     # Events up to this late (event time) are re-ordered before they are applied, so bounded shuffling
     # does not change any output. Always on in replay; in `pulse run` it delays outputs by as much, so
     # it is off unless reorder_live is true.

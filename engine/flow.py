@@ -16,6 +16,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from engine import metrics
+from engine.config import Settings
 from operators.accounts import AccountShard
 from operators.health import MemberUpdate
 from operators.shard import Shard, ShardConfig, shard_of
@@ -51,6 +52,20 @@ class FlowConfig:
     # silent users still knows whether the stream as a whole is live).
     newest_event: list[int] = field(default_factory=lambda: [-1], compare=False)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
+
+
+def flow_config(settings: Settings, live: bool, recovery: bool = False, until_ms: int = -1) -> FlowConfig:
+    """The one place settings become a FlowConfig, shared by `pulse run`, `pulse replay` and the bench."""
+    engine = settings.engine
+    return FlowConfig(
+        settings.vocab(),
+        engine.shards,
+        settings.shard_config(live=live, until_ms=until_ms),
+        recovery,
+        timedelta(milliseconds=engine.profile_flush_ms),
+        timer_idle=timedelta(milliseconds=engine.timer_idle_ms),
+        timer_wall_clock_max_lag=timedelta(hours=engine.timer_wall_clock_max_lag_hours),
+    )
 
 
 def _decoder(config: FlowConfig) -> Any:

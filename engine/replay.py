@@ -13,7 +13,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
 
 from engine.config import Settings
-from engine.flow import FlowConfig, ShardFinal, build_flow
+from engine.flow import ShardFinal, build_flow, flow_config
 from engine.sinks import Collector
 from engine.sources import FileSource
 from operators.accounts import AccountShard
@@ -69,12 +69,7 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     if not input_path.is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
     collector = Collector()
-    config = FlowConfig(
-        settings.vocab(),
-        settings.engine.shards,
-        settings.shard_config(live=False, until_ms=until_ms if until_ms is not None else -1),
-        False,
-    )
+    config = flow_config(settings, live=False, until_ms=until_ms if until_ms is not None else -1)
     source = FileSource([input_path], settings.engine.replay_batch_size)
     run_flow(build_flow(source, collector, config), settings.engine.workers)
 

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from engine import metrics
 from engine.config import Settings
-from engine.flow import FlowConfig, build_flow
+from engine.flow import build_flow, flow_config
 from engine.sinks import LiveSink
 from engine.sources import KafkaSource
 from schemas.outputs import OutputKind
@@ -74,15 +74,7 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
         )
     processes = len(addresses) if addresses else 1
     recovery = recovery_config(settings, max(processes, 1))
-    config = FlowConfig(
-        settings.vocab(),
-        settings.engine.shards,
-        settings.shard_config(live=True),
-        recovery is not None,
-        timedelta(milliseconds=settings.engine.profile_flush_ms),
-        timer_idle=timedelta(milliseconds=settings.engine.timer_idle_ms),
-        timer_wall_clock_max_lag=timedelta(hours=settings.engine.timer_wall_clock_max_lag_hours),
-    )
+    config = flow_config(settings, live=True, recovery=recovery is not None)
     flow = build_flow(KafkaSource(settings.kafka), LiveSink(settings), config)
     print(
         f"pulse: consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",
