@@ -55,8 +55,19 @@ def topic_state(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> Topi
         if info is None or info.error is not None or not info.partitions:
             return None
         marks: dict[int, tuple[int, int]] = {}
+        deadline = time.monotonic() + timeout
         for partition in sorted(info.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+            while True:
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout, cached=False
+                    )
+                    break
+                except KafkaException:
+                    # A topic created a moment ago may not have elected its partition leaders yet.
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
             marks[partition] = (int(low), int(high))
         return TopicState(len(info.partitions), marks)
     finally:
