@@ -29,7 +29,6 @@ COMMERCIAL_VALUE = {
     "cancel_requested": 0.15,
     "churned": 0.0,
 }
-SEVERITY_WEIGHT = {"low": 0.5, "normal": 1.0, "high": 2.0, "urgent": 4.0}
 
 
 @dataclass(frozen=True, slots=True)
