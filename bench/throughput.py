@@ -505,18 +505,45 @@ def _cpu_model() -> str:
 
 def _orchestrate(args: argparse.Namespace) -> int:
     settings = bench_settings(args.bootstrap, args.topic)
-    started = datetime.now(UTC)
-    load_start = [round(x, 2) for x in os.getloadavg()]
-    code = _code_version()
+    context = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "code": _code_version(),
+    }
     state = ensure_topic(settings.kafka, args.topic, args.events, args.users)
     runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "pulse": []}
+    out = RESULTS / "latest.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def save(profiled: dict[str, Any] | None, complete: bool) -> dict[str, Any]:
+        # Rewritten after every phase: a run that is stopped early still leaves its figures, marked incomplete.
+        report = _report(args, settings, state, context, runs, profiled, complete)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        return report
+
     for _ in range(args.repeat):
         for phase in ("ceiling", "pulse"):
             runs[phase].append(_child(args, phase))
+            save(None, complete=False)
     if args.live:
         runs["pulse-live"] = [_child(args, "pulse-live")]
+        save(None, complete=False)
     profiled = _child(args, "pulse", RESULTS / "pulse.prof") if args.profile else None
+    report = save(profiled, complete=True)
+    _print_report(report, out)
+    return 1 if report["problems"] else 0
 
+
+def _report(
+    args: argparse.Namespace,
+    settings: Settings,
+    state: TopicState,
+    context: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
+    profiled: dict[str, Any] | None,
+    complete: bool,
+) -> dict[str, Any]:
+    code = context["code"]
     problems = [f"{phase}: {p}" for phase, rs in runs.items() for r in rs for p in r.get("problems", [])]
     warnings: list[str] = []
     for phase, rs in runs.items():
@@ -527,17 +554,16 @@ def _orchestrate(args: argparse.Namespace) -> int:
     if any(_tracked(r["code"]) != _tracked(code) for rs in runs.values() for r in rs):
         seen = sorted({json.dumps(r["code"]) for rs in runs.values() for r in rs})
         warnings.append(f"engine code changed during the run: {code} at start; phases saw {seen}")
-    ceiling, pulse = _summary(runs["ceiling"]), _summary(runs["pulse"])
-    ratio = pulse["events_per_s_median"] / ceiling["events_per_s_median"]
     report: dict[str, Any] = {
-        "timestamp": started.isoformat(timespec="seconds"),
+        "timestamp": context["timestamp"],
+        "complete": complete,
         "machine": {
             "nproc": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)),
             "cpu_model": _cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "loadavg_at_start": load_start,
+            "loadavg_at_start": context["loadavg_at_start"],
             "versions": _versions(),
         },
         "code": code,
@@ -557,41 +583,33 @@ def _orchestrate(args: argparse.Namespace) -> int:
         },
         "N": args.events,
         "users": args.users,
-        "ceiling_events_per_s": ceiling["events_per_s_median"],
-        "pulse_events_per_s": pulse["events_per_s_median"],
-        "ratio_pulse_over_ceiling": round(ratio, 3),
-        "ceiling": ceiling
-        | {
-            "what": "one Consumer assign()ed to every partition, consume(2000), orjson.loads, "
-            "per-user [count, last_seen, set of days] in a dict"
-        },
-        "pulse": pulse
-        | {
-            "what": "engine.flow.build_flow + engine.sources.KafkaSource, live profiles ON, "
-            "1 worker via bytewax run_main; counting sink: outputs are counted and DISCARDED, "
-            "no Kafka or Redis writes; recovery off (as `pulse run` without recovery_dir)"
-        },
         "problems": problems,
         "warnings": warnings,
     }
-    if args.live:
-        live = _summary(runs["pulse-live"])
-        report["pulse_live_events_per_s"] = live["events_per_s_median"]
-        report["pulse_live"] = live | {
-            "what": f"as pulse, but through engine.sinks.LiveSink: profile hashes to Redis under "
-            f"'{LIVE_PREFIX}:' (deleted afterwards), outputs to '{LIVE_PREFIX}-out-*' topics"
-        }
+    what = {
+        "ceiling": "one Consumer assign()ed to every partition, consume(2000), orjson.loads, "
+        "per-user [count, last_seen, set of days] in a dict",
+        "pulse": "engine.flow.build_flow + engine.sources.KafkaSource, live profiles ON, "
+        "1 worker via bytewax run_main; counting sink: outputs are counted and DISCARDED, "
+        "no Kafka or Redis writes; recovery off (as `pulse run` without recovery_dir)",
+        "pulse-live": f"as pulse, but through engine.sinks.LiveSink: profile hashes to Redis under "
+        f"'{LIVE_PREFIX}:' (deleted afterwards), outputs to '{LIVE_PREFIX}-out-*' topics",
+    }
+    for phase, rs in runs.items():
+        if rs:
+            name = phase.replace("-", "_")
+            summary = _summary(rs)
+            report[f"{name}_events_per_s"] = summary["events_per_s_median"]
+            report[name] = summary | {"what": what[phase]}
+    if runs["ceiling"] and runs["pulse"]:
+        report["ratio_pulse_over_ceiling"] = round(report["pulse_events_per_s"] / report["ceiling_events_per_s"], 3)
     if profiled is not None:
         report["pulse_profiled"] = {
             "events_per_s": profiled["events_per_s"],
             "report": profiled.get("profile"),
             "note": "separate run under cProfile; its throughput is distorted by the profiler",
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "latest.json"
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _print_report(report, out)
-    return 1 if problems else 0
+    return report
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:

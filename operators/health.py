@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from operators.lapse import LapseModel
 from operators.scoring import (
+    COMMERCIAL_VALUE,
     COMPONENTS,
     Band,
     ScoreModel,
@@ -179,8 +180,6 @@ class AccountState:
             self.commercial_ts, self.commercial = u.commercial_ts, u.commercial
 
     def component_values(self, as_of: int) -> tuple[tuple[float, ...], dict[str, Any]]:
-        from operators.scoring import COMMERCIAL_VALUE
-
         members = self.members.values()
         n = len(members) or 1
         scored = [m[2] for m in members if m[2] >= 0]
