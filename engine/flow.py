@@ -18,10 +18,11 @@ from bytewax.outputs import Sink
 from engine import metrics
 from engine.config import Settings
 from operators.accounts import AccountShard
+from operators.engagement import ACCOUNT_PAUSE, AccountNotice
 from operators.health import MemberUpdate
 from operators.shard import Shard, ShardConfig, shard_of
 from schemas.codec import RawBatch, decode_batch
-from schemas.events import Rejection, Vocabulary
+from schemas.events import Event, Rejection, Vocabulary
 
 DLQ_KEY = "dlq"
 SINK_KEY = "sink"
@@ -87,6 +88,10 @@ def _decoder(config: FlowConfig) -> Any:
                     groups[key] = [item]
                 else:
                     group.append(item)
+                if item.type in ACCOUNT_PAUSE and item.account_id is not None:
+                    notice = AccountNotice(item.account_id, item.ts, ACCOUNT_PAUSE[item.type])
+                    for other in keys:
+                        groups.setdefault(other, []).append(notice)
         metrics.EVENTS_IN.inc(len(batch.values))
         out = sorted(groups.items())
         if rejections:
@@ -191,8 +196,10 @@ class UserLogic(_Logic):
     def _process(self, items: list[Any]) -> list[Any]:
         shard = self._state
         assert isinstance(shard, Shard)
-        if not self._label and items:  # bytewax's builder is not told its key; every item shares it
-            self._label = f"s{shard_of(items[0].user_id, self._config.shards):03d}"
+        if not self._label:  # bytewax's builder is not told its key; every event here shares it
+            first = next((i for i in items if isinstance(i, Event)), None)
+            if first is not None:
+                self._label = f"s{shard_of(first.user_id, self._config.shards):03d}"
         before = shard.counters.applied, shard.counters.duplicates
         started = time.perf_counter()
         outputs = shard.process(items, self._config.shard)

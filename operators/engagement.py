@@ -21,6 +21,18 @@ ACTIVE_AFTER_DAYS = 3
 
 
 NextStep = Callable[[UserState, int], "dict[str, Any] | None"]
+Paused = Callable[[UserState, int], bool]
+# Subscription events that pause or resume a whole account, for every member wherever they are sharded.
+ACCOUNT_PAUSE = {"subscription_paused": True, "subscription_resumed": False}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountNotice:
+    """A copy of an account's pause/resume event sent to every user shard (members live in all of them)."""
+
+    account_id: str
+    ts: int
+    paused: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +42,8 @@ class Context:
     lapse: LapseModel
     # The re-engagement suggestion for a user at a time (the shard knows what healthy users use).
     next_step: NextStep = lambda user, now: None
+    # Whether the user's account subscription was paused at a time (from AccountNotices).
+    account_paused: Paused = lambda user, now: False
 
 
 def lapse_deadline(user: UserState, lapse: LapseModel) -> int:
@@ -145,8 +159,8 @@ def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[An
     _score(user_id, user, now, None, ctx, out)
     if user.lapse_id or user.last_active < 0 or now < lapse_deadline(user, ctx.lapse):
         return
-    if user.commercial == "paused":
-        return  # no lapse alerts while the subscription is paused; the next event re-arms the timer
+    if user.commercial == "paused" or ctx.account_paused(user, now):
+        return  # no lapse alerts while the subscription is paused; resuming re-arms the timer
     user.lapse_anchor = user.last_active
     user.lapse_at = now
     user.lapse_id = alert_id("lapse", user_id, user.last_active)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import heapq
 import zlib
+from bisect import bisect_right, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.engagement import Context, after_event, next_timer, on_timer
+from operators.engagement import AccountNotice, Context, after_event, next_timer, on_timer
 from operators.health import MemberUpdate, render_user
 from operators.lapse import LapseModel
 from operators.scoring import Band, ScoreModel
@@ -85,6 +86,9 @@ class Shard:
     # Key features healthy users here use most, recomputed once a day: the re-engagement suggestion.
     popular: list[tuple[str, int]] = field(default_factory=list)
     popular_day: int = -1
+    # account_id -> sorted (ts, paused) history from AccountNotices: "was it paused at T" is exact whatever
+    # the arrival order.
+    account_pauses: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)
     _ctx: Context | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -96,7 +100,7 @@ class Shard:
             object.__setattr__(self, name, value)
         self._ctx = None
 
-    def process(self, events: Iterable[Event], config: ShardConfig) -> list[Output]:
+    def process(self, events: Iterable[Event | AccountNotice], config: ShardConfig) -> list[Output]:
         """Apply a batch; returns the outputs it causes (scores, member updates, erasures).
 
         Events go through one at a time, so the result does not depend on how they were batched.
@@ -106,6 +110,9 @@ class Shard:
         reorder = config.reorder_ms
         outputs: list[Output] = []
         for event in events:
+            if isinstance(event, AccountNotice):
+                self._notice(event, config)
+                continue
             if event.event_id in seen:
                 counters.duplicates += 1
                 continue
@@ -176,9 +183,35 @@ class Shard:
         context = self._ctx
         if context is None or context.model is not config.model or context.lapse is not config.lapse:
             context = self._ctx = Context(
-                config.model, config.model_version, config.lapse, lambda u, now: self._next_step(u, now, config)
+                config.model,
+                config.model_version,
+                config.lapse,
+                lambda u, now: self._next_step(u, now, config),
+                self._account_paused,
             )
         return context
+
+    def _notice(self, notice: AccountNotice, config: ShardConfig) -> None:
+        history = self.account_pauses.setdefault(notice.account_id, [])
+        entry = (notice.ts, notice.paused)
+        if entry in history:
+            return
+        insort(history, entry)
+        if not notice.paused:
+            # Resumed: members here get one rhythm from the resume before a silence counts again.
+            for user_id, user in self.users.items():
+                if user.account_id == notice.account_id and user.last_active >= 0:
+                    resume = notice.ts + int(config.lapse.cadence_days(user) * DAY_MS)
+                    user.cooldown_until = max(user.cooldown_until, resume)
+                    user.timer_at = -1
+                    self._arm(user_id, user, config, None)
+
+    def _account_paused(self, user: UserState, now: int) -> bool:
+        history = self.account_pauses.get(user.account_id or "")
+        if not history:
+            return False
+        index = bisect_right(history, (now, True))
+        return index > 0 and history[index - 1][1]
 
     def _next_step(self, user: UserState, now: int, config: ShardConfig) -> dict[str, Any] | None:
         """The key feature this user has not used that most healthy users here do."""
