@@ -17,6 +17,12 @@ from tests.integration.conftest import Names, PulseProcess, produce, read_topic,
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
+# Event-time timers only: the data is older than the wall clock's reach (timer_wall_clock_max_lag_hours).
+ORDERED = {"PULSE_ENGINE_TIMER_IDLE_MS": "3600000"}
+# One input partition: live timers follow the newest event a shard has seen, so with several partitions
+# consumed at different event-time speeds the interleaving could fire a timer ahead of a user's events.
+# These tests compare runs exactly, so they feed one partition (see README, "Ordering").
+ONE_PARTITION = 1
 
 
 def _history(now_ms: int) -> list[bytes]:
@@ -76,11 +82,12 @@ def test_one_and_two_processes_fire_the_same_alerts(
     from tests.integration.conftest import free_port
 
     lines = list(generate(GeneratorConfig(users=40, accounts=6, days=28, seed=5, malformed_rate=0.0)))
-    produce(kafka, names.topic("events"), [(loads(line)["user_id"].encode(), line) for line in lines])
-    single = pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300"})
+    messages = [(loads(line)["user_id"].encode(), line) for line in lines]
+    produce(kafka, names.topic("events"), messages, partitions=ONE_PARTITION)
+    single = pulse_run({**names.env, **ORDERED})
 
     # The same input through a two-process bytewax cluster, writing to its own topics and keys.
-    cluster_env = {**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300", "PULSE_REDIS_KEY_PREFIX": f"{names.run}c"}
+    cluster_env = {**names.env, **ORDERED, "PULSE_REDIS_KEY_PREFIX": f"{names.run}c"}
     for kind in ("scores", "alerts", "lifecycle", "accounts", "dlq"):
         cluster_env[f"PULSE_TOPICS_{kind.upper()}"] = f"{names.run}-c{kind}"
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
@@ -115,11 +122,11 @@ def test_a_crash_in_the_middle_loses_no_alert_and_repeats_only_the_same_ids(
     half = len(lines) // 2
     messages = [(loads(line)["user_id"].encode(), line) for line in lines]
     # Event-time timers only (no idle switch to the wall clock), so both runs see the same timeline.
-    base = {**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "3600000", "PULSE_ENGINE_SNAPSHOT_INTERVAL_SECONDS": "0.5"}
+    base = {**names.env, **ORDERED, "PULSE_ENGINE_SNAPSHOT_INTERVAL_SECONDS": "0.5"}
 
     # Straight run over everything, into its own output topics.
     straight_env = {**base, "PULSE_TOPICS_ALERTS": f"{names.run}-salerts", "PULSE_REDIS_KEY_PREFIX": f"{names.run}s"}
-    produce(kafka, names.topic("events"), messages[:half])
+    produce(kafka, names.topic("events"), messages[:half], partitions=ONE_PARTITION)
     crashed = pulse_run({**base, "PULSE_ENGINE_RECOVERY_DIR": str(tmp_path / "recovery")})
     wait_for(lambda: committed_input_offsets(tmp_path / "recovery") == half, 60, "a snapshot of the first half")
     crashed.proc.kill()  # a crash: no clean shutdown
