@@ -69,10 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         elif args.command == "run":
+            from confluent_kafka import KafkaException
+
             from engine.service import run_service
 
             addresses = args.addresses.split(";") if args.addresses else None
-            run_service(settings, args.process_id, addresses)
+            try:
+                run_service(settings, args.process_id, addresses)
+            except KafkaException as exc:
+                print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+                return 1
         elif args.command == "fit":
             from engine.fit import fit_file
             from schemas.codec import dumps
