@@ -120,10 +120,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
 
     def _flush(self) -> list[Any]:
         self._next_flush = self._config.clock() + self._config.profile_flush
-        state = self._state
-        if isinstance(state, Shard):
-            return state.flush_profiles(self._config.shard.model, self._config.shard.lapse)
-        return state.flush_profiles(self._config.shard)
+        return self._state.flush_profiles(self._config.shard)
 
     def _tick(self) -> list[Any]:
         """Live mode, between events: hook for the wall-clock timer service (user shards)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,22 +111,20 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         out_dir / "account_profiles.jsonl",
         (dumps(render_account(aid, state, model, as_of)) for aid, state in accounts),
     )
-    finals = user_shards
-    late = sum(s.counters.late for s in user_shards)
-
-    applied = sum(f.counters.applied for f in finals)
-    duplicates = sum(f.counters.duplicates for f in finals)
+    totals: Counter[str] = Counter()
+    for shard in user_shards:
+        totals.update(asdict(shard.counters))
     summary = {
         "input": str(input_path),
-        "events_in": applied + duplicates + len(rejections),
-        "applied": applied,
-        "duplicates": duplicates,
+        "events_in": totals["applied"] + totals["duplicates"] + len(rejections),
+        "applied": totals["applied"],
+        "duplicates": totals["duplicates"],
         "rejected": len(rejections),
         "rejected_by_code": dict(sorted(Counter(r.code.value for r in rejections).items())),
-        "erasures": sum(f.counters.erasures for f in finals),
-        "suppressed_after_erasure": sum(f.counters.suppressed_after_erasure for f in finals),
-        "beyond_dedup_horizon": sum(f.counters.beyond_dedup_horizon for f in finals),
-        "late": late,
+        "erasures": totals["erasures"],
+        "suppressed_after_erasure": totals["suppressed_after_erasure"],
+        "beyond_dedup_horizon": totals["beyond_dedup_horizon"],
+        "late": totals["late"],
         "accounts": len(accounts),
         "users": len(users),
         "as_of": format_ts(as_of) if as_of >= 0 else None,

@@ -52,6 +52,9 @@ class ShardConfig:
     timer_lag_ms: int = 0
 
 
+_DEFAULT_CONFIG = ShardConfig()
+
+
 @dataclass(slots=True)
 class Counters:
     applied: int = 0
@@ -281,7 +284,7 @@ class Shard:
         if new_day or user.timer_at < 0 or category is Category.COMMERCIAL:
             self._arm(user_id, user, config, None)
 
-    def flush_profiles(self, model: ScoreModel = _DEFAULT_MODEL, lapse: LapseModel = _DEFAULT_LAPSE) -> list[Output]:
+    def flush_profiles(self, config: ShardConfig = _DEFAULT_CONFIG) -> list[Output]:
         """Render every changed profile once, as of the shard's clock. Coalescing many events of a user
         into one write is what keeps the store from costing more than the processing (the record-cache
         idea of Kafka Streams)."""
@@ -290,7 +293,7 @@ class Shard:
         as_of = self.watermark
         users = self.users
         writes: list[Output] = [
-            ProfileWrite(Entity.USER, user_id, render_user(user_id, users[user_id], as_of, model, lapse))
+            ProfileWrite(Entity.USER, user_id, render_user(user_id, users[user_id], as_of, config.model, config.lapse))
             for user_id in sorted(self.dirty)
         ]
         self.dirty = set()
