@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from schemas.events import (
-    DETAIL_KEYS,
     MAX_ID_LENGTH,
     MAX_MESSAGE_BYTES,
     MAX_TS_MS,
@@ -186,7 +185,9 @@ def _validate(value: bytes, vocab: Vocabulary) -> Event:
         if not isinstance(props, dict):
             raise _Invalid(RejectCode.WRONG_TYPE, "properties must be an object or null")
         _check_properties(event_type, props, vocab)
-        props = {k: v for k, v in props.items() if k in DETAIL_KEYS and isinstance(v, str | int | float)} or None
+        # Only known type-specific scalars are kept, and never a field configured as personal data.
+        kept = vocab.kept_properties
+        props = {k: v for k, v in props.items() if k in kept and isinstance(v, str | int | float)} or None
     if event_type != vocab.feature:
         feature = None
     return Event(

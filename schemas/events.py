@@ -74,6 +74,7 @@ class Vocabulary:
     erasure: str = "erasure_requested"
     pii_fields: frozenset[str] = frozenset({"email", "name", "phone", "ip"})
     categories: dict[str, Category] = field(init=False, compare=False, hash=False)
+    kept_properties: frozenset[str] = field(init=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         table: dict[str, Category] = {t: Category.ACTIVITY for t in self.activity}
@@ -84,6 +85,7 @@ class Vocabulary:
         table.update({t: Category.COMMERCIAL for t in self.commercial})
         table[self.erasure] = Category.PRIVACY
         object.__setattr__(self, "categories", table)
+        object.__setattr__(self, "kept_properties", DETAIL_KEYS - self.pii_fields)
 
     def category(self, event_type: str) -> Category:
         return self.categories.get(event_type, Category.OTHER)

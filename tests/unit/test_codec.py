@@ -477,3 +477,12 @@ def test_dumps_is_canonical() -> None:
     assert dumps({"b": 1, "a": [1, 2]}) == b'{"a":[1,2],"b":1}'
     assert dumps({"a": 1, "b": 2}) == dumps({"b": 2, "a": 1})
     assert loads(dumps({"ü": "€"})) == {"ü": "€"}
+
+
+def test_a_property_configured_as_personal_data_is_dropped_at_decode() -> None:
+    vocab = Vocabulary(pii_fields=frozenset({"email", "reason"}))
+    doc = event_doc(type="subscription_cancelled", properties={"reason": "alice@example.com", "regrettable": True})
+    event = decode(dumps(doc), ORIGIN, vocab)
+    assert isinstance(event, Event)
+    assert event.properties == {"regrettable": True}
+    assert _accept(dumps(doc)).properties == {"reason": "alice@example.com", "regrettable": True}
