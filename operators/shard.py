@@ -127,7 +127,10 @@ class Shard:
                 counters.beyond_dedup_horizon += 1
             counters.applied += 1
             if reorder <= 0:
-                self.advance(min(ts - 1, self.watermark - config.timer_lag_ms), config, outputs)
+                timers = self.timers
+                # Checked inline: a call per event to find nothing due is the common case on the hot path.
+                if timers and timers[0][0] <= ts - 1:
+                    self.advance(min(ts - 1, self.watermark - config.timer_lag_ms), config, outputs)
                 self._apply(event, config, outputs)
             elif ts <= self.released:
                 counters.late += 1
