@@ -10,6 +10,10 @@ DUPLICATES = Counter("pulse_events_duplicate", "Valid events ignored because the
 REJECTED = Counter("pulse_events_rejected", "Messages sent to the dead-letter output", ["code"])
 OUTPUTS = Counter("pulse_outputs", "Records written to Kafka, by output kind", ["kind"])
 PROFILE_WRITES = Counter("pulse_profile_writes", "Profile hashes written to Redis")
+# Label: the input topic's partition number as a string ("0", "1", ...); there is one input topic.
+OFFSET_RESETS = Counter(
+    "pulse_offset_resets", "Input offsets that no longer existed (retention) and were reset", ["partition"]
+)
 USERS = Gauge("pulse_users", "Users held in state, by shard", ["shard"])
 WATERMARK = Gauge("pulse_event_time_watermark_seconds", "Newest event time seen, by shard", ["shard"])
 BATCH_SECONDS = Histogram(

@@ -13,10 +13,12 @@ from typing import IO
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from engine import metrics
 from engine.config import KafkaSettings
 from schemas.codec import RawBatch
 
 log = logging.getLogger("pulse.source")
+WATERMARK_PATIENCE_S = 10.0  # how long a resume waits for the broker to report a partition's offsets
 
 
 def open_lines(path: Path) -> IO[bytes]:
@@ -96,16 +98,70 @@ class FileSource(FixedPartitionedSource[RawBatch, int]):
         return _FilePartition(self._paths[for_part], self._batch_size, resume_state or 0, self._progress)
 
 
+def resolve_offset(resume: int, low: int, high: int, policy: str) -> tuple[int, int]:
+    """Where to read from when resuming at `resume` in a log holding offsets low..high-1, and how many
+    messages that skips: `resume` itself while it exists (resume == high is the end), else low for
+    policy "earliest" or high for "latest"."""
+    if low <= resume <= high:
+        return resume, 0
+    offset = low if policy == "earliest" else high
+    return offset, max(0, offset - resume)
+
+
 class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
     def __init__(self, settings: KafkaSettings, topic: str, partition: int, resume_offset: int | None) -> None:
         self._topic = topic
         self._partition = partition
         self._batch_size = settings.batch_size
         self._timeout = settings.poll_timeout_ms / 1000
-        start = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
-        self._next_offset = start if resume_offset is None else resume_offset
+        self._policy = settings.auto_offset_reset
         self._consumer = Consumer(settings.consumer_config())
+        if resume_offset is None:
+            self._next_offset = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
+        else:
+            self._next_offset = self._resolve(resume_offset)
         self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
+
+    def _watermarks(self, patience: float) -> tuple[int, int] | None:
+        """The partition's (low, high) offsets from the broker, retried for `patience` seconds; None if unknown."""
+        deadline = time.monotonic() + patience
+        while True:
+            error: object = "timed out"
+            try:
+                marks = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), timeout=5)
+                if marks is not None:
+                    low, high = marks
+                    return int(low), int(high)
+            except KafkaException as exc:
+                error = exc
+            if time.monotonic() >= deadline:
+                log.warning("kafka partition %s#%d: offsets unknown: %s", self._topic, self._partition, error)
+                return None
+            time.sleep(0.2)
+
+    def _resolve(self, resume: int) -> int:
+        marks = self._watermarks(WATERMARK_PATIENCE_S)
+        if marks is None:
+            return resume  # librdkafka applies auto.offset.reset and next_batch reports the jump
+        offset, skipped = resolve_offset(resume, *marks, self._policy)
+        if offset != resume:
+            self._reset(resume, offset, skipped, *marks)
+        return offset
+
+    def _reset(self, lost: int, offset: int, skipped: int, low: int, high: int) -> None:
+        where = f"log starts at {low}" if lost < low else f"log ends at {high}"
+        log.warning(
+            "kafka partition %s#%d: offset %d no longer exists (%s); resuming at %d (auto_offset_reset=%s), "
+            "%d message(s) skipped",
+            self._topic,
+            self._partition,
+            lost,
+            where,
+            offset,
+            self._policy,
+            skipped,
+        )
+        metrics.OFFSET_RESETS.labels(str(self._partition)).inc()
 
     def next_batch(self) -> list[RawBatch]:
         messages = self._consumer.consume(self._batch_size, self._timeout)
@@ -124,6 +180,12 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             keys.append(message.key())
         if not values:
             return []
+        expected = self._next_offset
+        if 0 <= expected < offsets[0]:
+            # A gap is normal after compaction or transaction markers; a reset only if retention removed it.
+            marks = self._watermarks(0)
+            if marks is not None and marks[0] > expected:
+                self._reset(expected, offsets[0], offsets[0] - expected, *marks)
         self._next_offset = offsets[-1] + 1
         return [RawBatch(self._topic, self._partition, values, offsets, keys)]
 
