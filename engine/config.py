@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NewType
 
 from operators.lapse import LapseModel
 from operators.scoring import ScoreModel
 from operators.shard import HOLD_ALL, HOUR_MS, ShardConfig
-from schemas.events import Vocabulary
-from schemas.outputs import OutputKind
+from operators.state import DAY_MS
+from schemas.events import NAME_PATTERN, REASON_CODES, Vocabulary
+from schemas.outputs import Entity, OutputKind
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message is meant for the user as it stands."""
+
+
+# A length of time written for people: "1d", "36h", "90m", "30s", "500ms"; a bare number is seconds.
+Duration = NewType("Duration", str)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+def parse_duration_ms(text: str) -> int:
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{text!r} is not a duration such as 1d, 36h, 90m, 30s or 500ms")
+    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +100,16 @@ class TopicSettings:
     lifecycle: str = "pulse-lifecycle"
     accounts: str = "pulse-accounts"
     dlq: str = "pulse-dlq"
+    # Compacted, keyed tables of the latest profile per user / account; an erased user gets a tombstone.
+    profiles: str = "pulse-profiles"
+    account_profiles: str = "pulse-account-profiles"
 
     def for_kind(self, kind: OutputKind) -> str:
         name: str = getattr(self, kind.value)
         return name
+
+    def for_profiles(self, entity: Entity) -> str:
+        return self.profiles if entity is Entity.USER else self.account_profiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,18 @@ class EngineSettings:
     timer_idle_ms: int = 5000
     # ...and only while event time is within this of the wall clock (not during a backfill of history).
     timer_wall_clock_max_lag_hours: int = 168
+    # Events stamped further than this ahead of the wall clock (at processing time) are dead letters
+    # (`future_timestamp`): a duration such as "1d", "36h", "90m", "30s" or "500ms" (a bare number: seconds).
+    max_future_skew: Duration = Duration("1d")
+    # A late event more than this before its user's first event adds to their counts only.
+    max_backfill_days: int = 366
+    # One user's jump of more than this ahead of the shard's event time moves only that user until another
+    # user's events confirm it.
+    max_clock_jump_days: int = 30
+
+    @property
+    def max_future_skew_ms(self) -> int:
+        return parse_duration_ms(self.max_future_skew)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +163,13 @@ class MetricsSettings:
 class VocabularySettings:
     activity: tuple[str, ...] = ("session_start", "page_view", "feature_used", "api_call", "purchase")
     pii_fields: tuple[str, ...] = ("email", "name", "phone", "ip")
+    # Free text never enters state: a properties.reason outside these codes reads "other"...
+    reasons: tuple[str, ...] = REASON_CODES
+    # ...and so does a feature or plan name the whole of which does not match this tracking plan,
+    name_pattern: str = NAME_PATTERN
+    # or, when an allow-list is given, is not in it (each entry must match name_pattern).
+    features: tuple[str, ...] = ()
+    plans: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +184,7 @@ class Settings:
     score: ScoreModel = ScoreModel()  # noqa: RUF009 - frozen, so one shared default is safe
 
     def vocab(self) -> Vocabulary:
-        return Vocabulary(
-            activity=frozenset(self.vocabulary.activity), pii_fields=frozenset(self.vocabulary.pii_fields)
-        )
+        return _vocabulary(self.vocabulary)
 
     def shard_config(self, live: bool, until_ms: int = -1) -> ShardConfig:
         lateness = self.engine.allowed_lateness_minutes * 60_000
@@ -161,7 +199,20 @@ class Settings:
             lapse=self.lapse,
             until_ms=until_ms,
             timer_lag_ms=0 if reorder else lateness,
+            max_backfill_ms=self.engine.max_backfill_days * DAY_MS,
+            max_clock_jump_ms=self.engine.max_clock_jump_days * DAY_MS,
         )
+
+
+def _vocabulary(v: VocabularySettings) -> Vocabulary:
+    return Vocabulary(
+        activity=frozenset(v.activity),
+        pii_fields=frozenset(v.pii_fields),
+        reasons=frozenset(v.reasons),
+        name_pattern=v.name_pattern,
+        features=frozenset(v.features),
+        plans=frozenset(v.plans),
+    )
 
 
 _SECRETS = {("kafka", "sasl_password")}
@@ -194,6 +245,14 @@ def _coerce(where: str, kind: Any, value: Any) -> Any:
                 pass
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+    elif kind is Duration:
+        text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        if isinstance(text, str):
+            try:
+                parse_duration_ms(text)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            return Duration(text)
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -243,6 +302,11 @@ def _validate(name: str, section: Any) -> None:
             raise ConfigError(f"[{name}] {f.name} must not be negative, got {value}")
     if isinstance(section, EngineSettings) and (section.shards < 1 or section.workers < 1):
         raise ConfigError("[engine] shards and workers must be at least 1")
+    if isinstance(section, VocabularySettings):
+        try:
+            _vocabulary(section)  # fail at load, not when the flow starts
+        except ValueError as exc:
+            raise ConfigError(f"[vocabulary] {exc}") from None
     if isinstance(section, KafkaSettings) and section.start_from not in ("earliest", "latest"):
         raise ConfigError(f"[kafka] start_from must be earliest or latest, got {section.start_from!r}")
     if isinstance(section, KafkaSettings) and section.auto_offset_reset not in ("earliest", "latest"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from engine.config import Settings
 from operators.accounts import AccountShard
 from operators.engagement import ACCOUNT_PAUSE, AccountNotice
 from operators.health import MemberUpdate
-from operators.shard import Shard, ShardConfig, shard_of
+from operators.shard import Counters, Shard, ShardConfig, shard_of
 from schemas.codec import RawBatch, decode_batch
 from schemas.events import Event, Rejection, Vocabulary
 
@@ -53,6 +54,8 @@ class FlowConfig:
     # silent users still knows whether the stream as a whole is live).
     newest_event: list[int] = field(default_factory=lambda: [-1], compare=False)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
+    # Events stamped further than this ahead of `clock` at processing time are dead letters.
+    future_skew_ms: int = 86_400_000
 
 
 def flow_config(settings: Settings, live: bool, recovery: bool = False, until_ms: int = -1) -> FlowConfig:
@@ -66,6 +69,7 @@ def flow_config(settings: Settings, live: bool, recovery: bool = False, until_ms
         timedelta(milliseconds=engine.profile_flush_ms),
         timer_idle=timedelta(milliseconds=engine.timer_idle_ms),
         timer_wall_clock_max_lag=timedelta(hours=engine.timer_wall_clock_max_lag_hours),
+        future_skew_ms=engine.max_future_skew_ms,
     )
 
 
@@ -77,7 +81,9 @@ def _decoder(config: FlowConfig) -> Any:
         # One item per shard per input batch keeps bytewax's per-item overhead off the per-event path.
         groups: dict[str, list[Any]] = {}
         rejections: list[Any] = []
-        for item in decode_batch(batch, vocab):
+        untracked: dict[str, int] = {}
+        max_ts = int(config.clock().timestamp() * 1000) + config.future_skew_ms
+        for item in decode_batch(batch, vocab, untracked, max_ts):
             if isinstance(item, Rejection):
                 rejections.append(item)
                 metrics.REJECTED.labels(item.code.value).inc()
@@ -93,6 +99,8 @@ def _decoder(config: FlowConfig) -> Any:
                     for other in keys:
                         groups.setdefault(other, []).append(notice)
         metrics.EVENTS_IN.inc(len(batch.values))
+        for name, count in untracked.items():
+            metrics.UNTRACKED.labels(name).inc(count)
         out = sorted(groups.items())
         if rejections:
             out.append((DLQ_KEY, rejections))
@@ -197,25 +205,45 @@ class UserLogic(_Logic):
             first = next((i for i in items if isinstance(i, Event)), None)
             if first is not None:
                 self._label = f"s{shard_of(first.user_id, self._config.shards):03d}"
-        before = shard.counters.applied, shard.counters.duplicates
+        before = dataclasses.astuple(shard.counters)
         started = time.perf_counter()
-        outputs = shard.process(items, self._config.shard)
-        if self._live():
+        live = self._live()
+        wall_ms = int(self._config.clock().timestamp() * 1000) if live else None
+        outputs = shard.process(items, self._config.shard, wall_ms)
+        if live:
             self._last_event = self._config.clock()
             newest = self._config.newest_event
-            if shard.watermark > newest[0]:
-                newest[0] = shard.watermark
+            if shard.event_time > newest[0]:
+                newest[0] = shard.event_time
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.APPLIED.inc(shard.counters.applied - before[0])
-        metrics.DUPLICATES.inc(shard.counters.duplicates - before[1])
+        counts = shard.counters
+        moved = dict(
+            zip(COUNTER_NAMES, (a - b for a, b in zip(dataclasses.astuple(counts), before, strict=True)), strict=True)
+        )
+        metrics.APPLIED.inc(moved["applied"])
+        metrics.DUPLICATES.inc(moved["duplicates"])
+        for name, metric in COUNTER_METRICS:
+            if moved[name]:
+                metric.inc(moved[name])
+        metrics.ERASED_IDS.labels(self._label).set(len(shard.erased))
         metrics.USERS.labels(self._label).set(len(shard.users))
-        metrics.WATERMARK.labels(self._label).set(max(shard.watermark, 0) / 1000)
+        metrics.WATERMARK.labels(self._label).set(max(shard.event_time, 0) / 1000)
         return outputs
 
 
 class AccountLogic(_Logic):
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
         super().__init__(config, pickle.loads(resume) if resume is not None else AccountShard())
+
+
+COUNTER_NAMES = tuple(f.name for f in dataclasses.fields(Counters))
+# Shard counters that are also Prometheus counters (applied and duplicates are handled on every batch).
+COUNTER_METRICS = (
+    ("erasures", metrics.ERASURES),
+    ("late", metrics.LATE),
+    ("beyond_dedup_horizon", metrics.BEYOND_HORIZON),
+    ("beyond_backfill", metrics.BEYOND_BACKFILL),
+)
 
 
 def _router(config: FlowConfig) -> Any:

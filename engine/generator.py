@@ -46,7 +46,7 @@ _PLANS: tuple[tuple[str, float], ...] = (
     ("starter", 49.0), ("team", 199.0), ("business", 599.0), ("enterprise", 1999.0),
 )  # fmt: skip
 _CANCEL_REASONS: tuple[str, ...] = (
-    "too_expensive", "missing_feature", "switched_competitor", "not_using", "budget_cuts", "poor_support",
+    "too_expensive", "missing_features", "switched_competitor", "not_using", "business_closed", "support_experience",
 )  # fmt: skip
 # Valid events whose type the engine does not know; it must count them as "other", not reject them.
 _UNKNOWN_TYPES: tuple[str, ...] = ("experiment_exposed", "webhook_delivered", "email_opened")
@@ -394,7 +394,7 @@ def _churn(st: _Stream, user: _User, churn_day: int) -> None:
     reason = rng.choice(_CANCEL_REASONS)
     ts = st.at(max(0, churn_day - rng.randint(0, 2)), user.tz, _business_hour(rng))
     st.emit(user, ts, "cancellation_requested", None, {"reason": reason})
-    regrettable = reason not in ("not_using", "budget_cuts") and rng.random() < 0.7
+    regrettable = reason not in ("not_using", "business_closed") and rng.random() < 0.7
     ts += rng.randint(1, 7) * DAY_MS
     st.emit(user, ts, "subscription_cancelled", None, {"reason": reason, "regrettable": regrettable})
 

@@ -8,14 +8,31 @@ EVENTS_IN = Counter("pulse_events_in", "Raw messages read from the input")
 APPLIED = Counter("pulse_events_applied", "Valid events applied to state (first time seen)")
 DUPLICATES = Counter("pulse_events_duplicate", "Valid events ignored because their event_id was seen")
 REJECTED = Counter("pulse_events_rejected", "Messages sent to the dead-letter output", ["code"])
+# Label: feature, plan, reason or type; the event stays valid, only the name is replaced.
+UNTRACKED = Counter(
+    "pulse_untracked_names", "Names outside the vocabulary or tracking plan, replaced by 'other' at decode", ["field"]
+)
 OUTPUTS = Counter("pulse_outputs", "Records written to Kafka, by output kind", ["kind"])
 PROFILE_WRITES = Counter("pulse_profile_writes", "Profile hashes written to Redis")
 # Label: the input topic's partition number as a string ("0", "1", ...); there is one input topic.
 OFFSET_RESETS = Counter(
     "pulse_offset_resets", "Input offsets that no longer existed (retention) and were reset", ["partition"]
 )
+ERASURES = Counter("pulse_erasures", "erasure_requested events applied: the person's state and profile removed")
+ERASED_IDS = Gauge(
+    "pulse_erased_ids", "Erased user ids remembered (for dedup horizon + lateness) so late events stay out", ["shard"]
+)
+LATE = Counter("pulse_events_late", "Events later than the allowed lateness, applied out of event-time order")
+BEYOND_HORIZON = Counter(
+    "pulse_events_beyond_dedup_horizon", "Events older than the de-duplication horizon (applied; not dedup-checked)"
+)
+BEYOND_BACKFILL = Counter(
+    "pulse_events_beyond_backfill", "Events more than max_backfill_days before their user's first event: counted only"
+)
 USERS = Gauge("pulse_users", "Users held in state, by shard", ["shard"])
-WATERMARK = Gauge("pulse_event_time_watermark_seconds", "Newest event time seen, by shard", ["shard"])
+WATERMARK = Gauge(
+    "pulse_event_time_watermark_seconds", "The shard's event time (newest event, bad clocks held)", ["shard"]
+)
 BATCH_SECONDS = Histogram(
     "pulse_shard_batch_seconds",
     "Time to apply one batch of events to one shard",

@@ -89,8 +89,8 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
             else:
                 account_shards.append(state)
 
-    watermark = max((s.watermark for s in user_shards), default=-1)
-    as_of = max(watermark, until_ms if until_ms is not None else -1)
+    event_time = max((s.event_time for s in user_shards), default=-1)
+    as_of = max(event_time, until_ms if until_ms is not None else -1)
     model = config.shard.model
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
@@ -104,12 +104,12 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     users = sorted((uid, state) for s in user_shards for uid, state in s.users.items())
     counts[OutputKind.PROFILES] = _write_jsonl(
         out_dir / "profiles.jsonl",
-        (dumps(render_user(uid, state, as_of, model, config.shard.lapse)) for uid, state in users),
+        (dumps(render_user(uid, state, model, config.shard.lapse)) for uid, state in users),
     )
     accounts = sorted((aid, state) for s in account_shards for aid, state in s.accounts.items())
     counts["account_profiles"] = _write_jsonl(
         out_dir / "account_profiles.jsonl",
-        (dumps(render_account(aid, state, model, as_of)) for aid, state in accounts),
+        (dumps(render_account(aid, state, model)) for aid, state in accounts),
     )
     totals: Counter[str] = Counter()
     for shard in user_shards:
@@ -125,6 +125,7 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         "suppressed_after_erasure": totals["suppressed_after_erasure"],
         "beyond_dedup_horizon": totals["beyond_dedup_horizon"],
         "late": totals["late"],
+        "beyond_backfill": totals["beyond_backfill"],
         "accounts": len(accounts),
         "users": len(users),
         "as_of": format_ts(as_of) if as_of >= 0 else None,

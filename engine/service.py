@@ -35,9 +35,14 @@ def ensure_topics(settings: Settings) -> list[str]:
     admin = AdminClient(dict(kafka.client_config()))
     wanted = {kafka.input_topic: kafka.input_partitions}
     wanted.update({settings.topics.for_kind(kind): kafka.output_partitions for kind in KAFKA_OUTPUTS})
+    tables = {settings.topics.profiles, settings.topics.account_profiles}
+    wanted.update(dict.fromkeys(tables, kafka.output_partitions))
     existing = set(admin.list_topics(timeout=30).topics)
     missing = [
-        NewTopic(name, n, kafka.replication_factor) for name, n in sorted(wanted.items()) if name not in existing
+        # Profile tables keep the latest value per key (and drop erased users' tombstones in time).
+        NewTopic(name, n, kafka.replication_factor, config={"cleanup.policy": "compact"} if name in tables else {})
+        for name, n in sorted(wanted.items())
+        if name not in existing
     ]
     if not missing:
         return []

@@ -50,7 +50,7 @@ class CheckedProducer:
         else:
             self.delivered += 1
 
-    def produce(self, topic: str, key: bytes | None, value: bytes, headers: list[Any] | None = None) -> None:
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any] | None = None) -> None:
         while True:
             try:
                 self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
@@ -104,6 +104,11 @@ class _LivePartition(StatelessSinkPartition[Item]):
                     if out.fields is not None:
                         pipe.hset(key, mapping=redis_fields(out.fields))  # type: ignore[arg-type]
                     writes += 1
+                    # The same profile on the compacted table topic; None is a tombstone (erasure).
+                    table = self._topics.for_profiles(out.entity)
+                    value = None if out.fields is None else dumps(out.fields)
+                    self._producer.produce(table, out.key.encode(), value)
+                    metrics.OUTPUTS.labels("profiles" if out.entity is Entity.USER else "account_profiles").inc()
         if writes:
             pipe.execute()
             metrics.PROFILE_WRITES.inc(writes)

@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from operators.health import AccountState, MemberUpdate, evaluate_account, render_account
+from operators.health import DEPARTURES, AccountState, MemberUpdate, evaluate_account, render_account
 from operators.shard import Output, ShardConfig
 from schemas.outputs import Entity, ProfileWrite
 
@@ -18,7 +18,7 @@ class AccountShard:
     # ordered too; `arrival` only separates identical re-sent updates.
     pending: list[tuple[int, str, int, str, int, MemberUpdate]] = field(default_factory=list)
     arrivals: int = 0
-    watermark: int = -1
+    newest: int = -1  # the newest update time seen: what releases held updates in live reordering
     released: int = -1
     dirty: set[str] = field(default_factory=set)
 
@@ -26,20 +26,20 @@ class AccountShard:
         outputs: list[Output] = []
         reorder = config.account_reorder_ms
         for update in updates:
-            if update.ts > self.watermark:
-                self.watermark = update.ts
+            if update.ts > self.newest:
+                self.newest = update.ts
             if reorder <= 0 or update.ts <= self.released:
                 self._apply(update, config, outputs)
             else:
                 self.arrivals += 1
                 entry = (update.ts, update.user_id, update.seq, update.cause, self.arrivals, update)
                 heapq.heappush(self.pending, entry)
-                self._release(self.watermark - reorder, config, outputs)
+                self._release(self.newest - reorder, config, outputs)
         return outputs
 
     def drain(self, config: ShardConfig) -> list[Output]:
         outputs: list[Output] = []
-        self._release(self.watermark, config, outputs)
+        self._release(self.newest, config, outputs)
         return outputs
 
     def _release(self, frontier: int, config: ShardConfig, outputs: list[Output]) -> None:
@@ -53,8 +53,12 @@ class AccountShard:
         account = self.accounts.get(update.account_id)
         if account is None:
             account = self.accounts[update.account_id] = AccountState()
-        account.apply(update)
-        record = evaluate_account(config.model, update.account_id, account, update.cause, config.model_version)
+        membership = account.apply(update)
+        if update.change in DEPARTURES:
+            account.prune_departed(account.clock - config.erased_horizon_ms)
+        record = evaluate_account(
+            config.model, update.account_id, account, update.cause, config.model_version, membership
+        )
         if record is not None:
             outputs.append(record)
         if config.live_profiles:
@@ -64,7 +68,7 @@ class AccountShard:
         if not self.dirty:
             return []
         writes: list[Output] = [
-            ProfileWrite(Entity.ACCOUNT, key, render_account(key, self.accounts[key], config.model, self.watermark))
+            ProfileWrite(Entity.ACCOUNT, key, render_account(key, self.accounts[key], config.model))
             for key in sorted(self.dirty)
         ]
         self.dirty = set()

@@ -55,3 +55,28 @@ def stage_changed(
         **extra,
     }
     return Record(OutputKind.LIFECYCLE, user_id, dumps(doc), ts)
+
+
+def erased_alert(kind: str, ident: str, user_id: str, ts: int) -> Record:
+    """Closes an open alert of an erased person: the same id, and nothing about them but the id."""
+    doc = {
+        "alert_id": ident,
+        "kind": kind,
+        "status": "resolved",
+        "resolution": "erased",
+        "user_id": user_id,
+        "account_id": None,
+        "ts": format_ts(ts),
+        "last_seen": None,
+        "score": None,
+        "band": None,
+        "p_alive": None,
+    }
+    return Record(OutputKind.ALERTS, user_id, dumps(doc), ts)
+
+
+def user_erased(user_id: str, ts: int) -> Record:
+    """Tells downstream systems (messaging, CS tools) to delete what they hold about the person."""
+    return Record(
+        OutputKind.LIFECYCLE, user_id, dumps({"kind": "user_erased", "user_id": user_id, "ts": format_ts(ts)}), ts
+    )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from operators.alerts import alert, alert_id, stage_changed
+from operators.alerts import alert, alert_id, erased_alert, stage_changed, user_erased
 from operators.health import evaluate
 from operators.lapse import LapseModel
 from operators.scoring import Band, ScoreModel
@@ -150,8 +150,8 @@ def after_event(
     if skip:
         # Plain activity on a day already counted cannot move any component: the commonest event is cheap.
         return False
-    user.scored_day = user.last_seen // DAY_MS
-    return _score(user_id, user, user.last_seen, cause, ctx, out)
+    user.scored_day = user.clock // DAY_MS
+    return _score(user_id, user, user.clock, cause, ctx, out)
 
 
 def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[Any]) -> None:
@@ -180,3 +180,12 @@ def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[An
         )
     )
     _move(user_id, user, LAPSED, now, None, out)
+
+
+def on_erasure(user_id: str, user: UserState | None, ts: int, out: list[Any]) -> None:
+    """An erased person's open alerts are closed and downstream systems are told to forget them."""
+    if user is not None:
+        for kind, ident in (("lapse", user.lapse_id), ("churn_risk", user.churn_id)):
+            if ident:
+                out.append(erased_alert(kind, ident, user_id, ts))
+    out.append(user_erased(user_id, ts))

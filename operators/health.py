@@ -47,30 +47,44 @@ class Scored(Protocol):
     score: float
     band: str
     contributions: tuple[float, ...]
+    components: tuple[float, ...]
 
 
 def _change(
-    model: ScoreModel, holder: Scored, names: tuple[str, ...], values: tuple[float, ...], contribs: tuple[float, ...]
+    model: ScoreModel,
+    holder: Scored,
+    names: tuple[str, ...],
+    values: tuple[float, ...],
+    contribs: tuple[float, ...],
+    members: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The common part of a score change, or None when it moved less than min_delta within its band.
 
-    Updates `holder` to what is emitted, so the next deltas are measured from it.
+    `members` (accounts only) describes a membership change: the record is then emitted whatever the
+    delta, with a `members` reason carrying the points the change moved. Updates `holder` to what is
+    emitted, so the next deltas are measured from it and profiles show exactly the last emitted score.
     """
     score = score_of(contribs)
     previous_band = Band(holder.band) if holder.band else None
     band = next_band(model, previous_band, score)
     first = holder.score < 0
-    if not first and band is previous_band and abs(score - holder.score) < model.min_delta:
+    if members is None and not first and band is previous_band and abs(score - holder.score) < model.min_delta:
         return None
+    rounded = tuple(round(v, 4) for v in values)
+    why = reasons(holder.contributions or None, contribs, names)
+    if members is not None:
+        moved = round(score - max(holder.score, 0.0), 2)
+        why.append({"component": "members", "delta": moved, **members})
+        why.sort(key=lambda r: (-abs(r["delta"]), r["component"]))  # type: ignore[arg-type]
     change = {
         "score": score,
         "previous_score": None if first else holder.score,
         "band": band.value,
         "previous_band": None if previous_band is None else previous_band.value,
-        "components": {name: round(v, 4) for name, v in zip(names, values, strict=True)},
-        "reasons": reasons(holder.contributions or None, contribs, names),
+        "components": dict(zip(names, rounded, strict=True)),
+        "reasons": why,
     }
-    holder.score, holder.band, holder.contributions = score, band.value, contribs
+    holder.score, holder.band, holder.contributions, holder.components = score, band.value, contribs, rounded
     return change
 
 
@@ -93,18 +107,23 @@ def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause
     return Record(OutputKind.SCORES, user_id, dumps(doc), as_of)
 
 
-def render_user(
-    user_id: str, user: UserState, as_of: int, model: ScoreModel, lapse: LapseModel | None = None
-) -> dict[str, Any]:
-    """The full User 360 profile: signals, the score as of `as_of`, its band (with hysteresis) and stages."""
-    values = components(model, signals(model, user, as_of))
-    score = score_of(contributions(model, values))
-    band = next_band(model, Band(user.band) if user.band else None, score).value
+def render_user(user_id: str, user: UserState, model: ScoreModel, lapse: LapseModel | None = None) -> dict[str, Any]:
+    """The full User 360 profile as of the user's own clock (their latest event or timer).
+
+    `score`, `band` and `components` are those of the last emitted score record, and `engagement` the
+    last lifecycle stage emitted, so the profile store always agrees with the streams.
+    """
+    as_of = user.clock
+    if user.score < 0:  # never evaluated (cannot happen after an applied event; kept total)
+        values = components(model, signals(model, user, as_of))
+        score, band, shown = score_of(contributions(model, values)), "", tuple(round(v, 4) for v in values)
+    else:
+        score, band, shown = user.score, user.band, user.components
     profile = render_profile(user_id, user, as_of)
     profile.update(
         score=score,
-        band=band,
-        components={name: round(v, 4) for name, v in zip(COMPONENTS, values, strict=True)},
+        band=band or next_band(model, None, score).value,
+        components=dict(zip(COMPONENTS, shown, strict=True)),
         engagement=user.engagement or "new",
         commercial=user.commercial,
         nps=user.nps_score if user.nps_score >= 0 else None,
@@ -133,6 +152,14 @@ class MemberUpdate:
     team_event: str | None  # seat_added | seat_removed | admin_changed
     cause: str
     seq: int = 0  # events applied to the user so far: orders two updates with the same ts
+    # "" for an ordinary update; MOVED_IN when the user joined this account from another one; MOVED_OUT
+    # when they left it for another (as of `ts`); ERASED when the person was erased. Only the user id,
+    # the time and the cause matter for the last two.
+    change: str = ""
+
+
+MOVED_IN, MOVED_OUT, ERASED = "moved_in", "moved_out", "erased"
+DEPARTURES = frozenset({MOVED_OUT, ERASED})
 
 
 @dataclass(slots=True)
@@ -147,11 +174,41 @@ class AccountState:
     score: float = -1.0
     band: str = ""
     contributions: tuple[float, ...] = ()
+    components: tuple[float, ...] = ()
+    # user_id -> (ts, seq) of their departure (moved out or erased): an older update arriving later is
+    # from before it and must not bring them back. Ids only; pruned after the lateness horizon.
+    departed: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    def apply(self, u: MemberUpdate) -> None:
-        """Order-independent: each member's newest update wins; team events are a set."""
+    def apply(self, u: MemberUpdate) -> str:
+        """Order-independent: each member's newest update wins; team events are a set.
+
+        Returns the membership change this update made ("" when none): MOVED_IN/MOVED_OUT/ERASED.
+        """
         if u.ts > self.clock:
             self.clock = u.ts
+        order = (u.ts, u.seq)
+        gone = self.departed.get(u.user_id)
+        if u.change in DEPARTURES:
+            known = self.members.get(u.user_id)
+            if (gone is not None and gone >= order) or (known is not None and known[:2] > order):
+                return ""  # a newer departure is known, or the member came back after this one
+            self.departed[u.user_id] = order
+            return u.change if self.members.pop(u.user_id, None) is not None else ""
+        if gone is not None:
+            if gone >= order:
+                return ""  # from before the member left
+            del self.departed[u.user_id]
+        self._update(u)
+        if u.team_event is not None:
+            self.team[u.cause] = (u.ts, u.team_event)
+        if (u.commercial_ts, u.commercial) > (self.commercial_ts, self.commercial) and u.commercial_ts >= 0:
+            self.commercial_ts, self.commercial = u.commercial_ts, u.commercial
+        return MOVED_IN if u.change == MOVED_IN else ""
+
+    def prune_departed(self, before: int) -> None:
+        self.departed = {k: v for k, v in self.departed.items() if v[0] >= before}
+
+    def _update(self, u: MemberUpdate) -> None:
         known = self.members.get(u.user_id)
         if known is None:
             self.members[u.user_id] = (u.ts, u.seq, u.score, u.band, u.last_active)
@@ -174,10 +231,6 @@ class AccountState:
                 u.band if scored else known[3],
                 max(u.last_active, known[4]),
             )
-        if u.team_event is not None:
-            self.team[u.cause] = (u.ts, u.team_event)
-        if (u.commercial_ts, u.commercial) > (self.commercial_ts, self.commercial) and u.commercial_ts >= 0:
-            self.commercial_ts, self.commercial = u.commercial_ts, u.commercial
 
     def component_values(self, as_of: int) -> tuple[tuple[float, ...], dict[str, Any]]:
         members = self.members.values()
@@ -205,12 +258,15 @@ class AccountState:
 
 
 def evaluate_account(
-    model: ScoreModel, account_id: str, account: AccountState, cause: str, version: str
+    model: ScoreModel, account_id: str, account: AccountState, cause: str, version: str, membership: str = ""
 ) -> Record | None:
+    """An `account_health_changed` record when the score moved enough, the band changed, or a member
+    joined from another account, left for one or was erased (`membership`, always emitted)."""
     as_of = account.clock
     values, facts = account.component_values(as_of)
     contribs = tuple(share * v for share, v in zip(ACCOUNT_SHARES, values, strict=True))
-    change = _change(model, account, ACCOUNT_COMPONENTS, values, contribs)
+    members = {"change": membership, "users": facts["users"]} if membership else None
+    change = _change(model, account, ACCOUNT_COMPONENTS, values, contribs, members)
     if change is None:
         return None
     doc = {
@@ -225,16 +281,21 @@ def evaluate_account(
     return Record(OutputKind.ACCOUNTS, account_id, dumps(doc), as_of)
 
 
-def render_account(account_id: str, account: AccountState, model: ScoreModel, as_of: int) -> dict[str, Any]:
-    as_of = max(as_of, account.clock)
+def render_account(account_id: str, account: AccountState, model: ScoreModel) -> dict[str, Any]:
+    """The Customer 360 profile as of the account's own clock (its newest member update), with the score,
+    band and components of the last emitted account record."""
+    as_of = account.clock
     values, facts = account.component_values(as_of)
-    contribs = tuple(share * v for share, v in zip(ACCOUNT_SHARES, values, strict=True))
-    score = score_of(contribs)
+    if account.score < 0:
+        score = score_of(tuple(share * v for share, v in zip(ACCOUNT_SHARES, values, strict=True)))
+        band, shown = next_band(model, None, score).value, tuple(round(v, 4) for v in values)
+    else:
+        score, band, shown = account.score, account.band, account.components
     return {
         "account_id": account_id,
         "as_of": format_ts(as_of),
         "score": score,
-        "band": next_band(model, Band(account.band) if account.band else None, score).value,
-        "components": {name: round(v, 4) for name, v in zip(ACCOUNT_COMPONENTS, values, strict=True)},
+        "band": band,
+        "components": dict(zip(ACCOUNT_COMPONENTS, shown, strict=True)),
         **facts,
     }

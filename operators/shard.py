@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.engagement import AccountNotice, Context, after_event, next_timer, on_timer
-from operators.health import MemberUpdate, render_user
+from operators.engagement import AccountNotice, Context, after_event, next_timer, on_erasure, on_timer
+from operators.health import ERASED, MOVED_IN, MOVED_OUT, MemberUpdate, render_user
 from operators.lapse import LapseModel
 from operators.scoring import Band, ScoreModel
 from operators.state import DAY_MS, UserState
@@ -47,9 +47,20 @@ class ShardConfig:
     lapse: LapseModel = _DEFAULT_LAPSE
     # Replay: at end of input, event time is advanced to this (if later than the last event) so due timers fire.
     until_ms: int = -1
-    # Without reordering (live), timers trail the newest event time by this much, so an event up to this late
-    # from another partition still lands before a timer of its user fires (as it would in a replay).
+    # Without reordering (live), timers trail the shard's event time by this much, so an event up to this
+    # late from another partition still lands before a timer of its user fires (as it would in a replay).
     timer_lag_ms: int = 0
+    # A late event more than this far before its user's first event only adds to the user's counts: one
+    # bad client clock (1971) must not stretch a user's state (the active-day bitmap) across decades.
+    max_backfill_ms: int = 366 * DAY_MS
+    # An event this far ahead of its shard's event time moves only its own user until a second user's
+    # events confirm the new time: one bad client clock cannot time out, release or prune anybody else.
+    max_clock_jump_ms: int = 30 * DAY_MS
+
+    @property
+    def erased_horizon_ms(self) -> int:
+        """How long an erasure is remembered: as long as an event from before it could still arrive."""
+        return self.dedup_horizon_ms + max(self.reorder_ms, self.timer_lag_ms)
 
 
 _DEFAULT_CONFIG = ShardConfig()
@@ -66,6 +77,8 @@ class Counters:
     beyond_dedup_horizon: int = 0
     # Events later than the allowed lateness: applied at once, out of event-time order.
     late: int = 0
+    # Events more than max_backfill before their user's first event: counted, not applied to the state.
+    beyond_backfill: int = 0
 
 
 @dataclass(slots=True)
@@ -73,15 +86,20 @@ class Shard:
     """State of every user whose id hashes to this shard, plus the event ids seen recently."""
 
     users: dict[str, UserState] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)
-    # user_id -> event time of their latest erasure; ids only, no personal data.
+    # (user_id, event_id) -> ts: SDKs number events per device, so the same id from two users is two events.
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    # user_id -> event time of their latest erasure; ids only, kept for ShardConfig.erased_horizon_ms.
     erased: dict[str, int] = field(default_factory=dict)
-    watermark: int = -1
+    # The shard's event time: the newest event time seen, except that a jump of more than
+    # max_clock_jump_ms by one user is held as `lead` until another user confirms it (see _observe).
+    event_time: int = -1
+    lead_user: str = ""
+    lead_ts: int = -1
     counters: Counters = field(default_factory=Counters)
     prune_at: int = 4096
     # Users whose profile changed since the last flush (live mode); see flush_profiles.
     dirty: set[str] = field(default_factory=set)
-    # Events waiting for the watermark to pass them by the allowed lateness: (ts, event_id, event).
+    # Events waiting for event time to pass them by the allowed lateness: (ts, event_id, event).
     pending: list[tuple[int, str, Event]] = field(default_factory=list)
     released: int = -1
     # The timer service: (due, user_id); an entry is live only while it equals that user's timer_at.
@@ -103,10 +121,13 @@ class Shard:
             object.__setattr__(self, name, value)
         self._ctx = None
 
-    def process(self, events: Iterable[Event | AccountNotice], config: ShardConfig) -> list[Output]:
+    def process(
+        self, events: Iterable[Event | AccountNotice], config: ShardConfig, wall_ms: int | None = None
+    ) -> list[Output]:
         """Apply a batch; returns the outputs it causes (scores, member updates, erasures).
 
         Events go through one at a time, so the result does not depend on how they were batched.
+        `wall_ms` (live mode) caps timers: nothing fires ahead of the wall clock, whatever the data says.
         """
         seen = self.seen
         counters = self.counters
@@ -116,67 +137,109 @@ class Shard:
             if isinstance(event, AccountNotice):
                 self._notice(event, config)
                 continue
-            if event.event_id in seen:
+            key = (event.user_id, event.event_id)
+            if key in seen:
                 counters.duplicates += 1
                 continue
             ts = event.ts
-            seen[event.event_id] = ts
-            if ts > self.watermark:
-                self.watermark = ts
-            elif ts < self.watermark - config.dedup_horizon_ms:
+            seen[key] = ts
+            if ts > self.event_time:
+                self._observe(event.user_id, ts, config.max_clock_jump_ms)
+            elif ts < self.event_time - config.dedup_horizon_ms:
                 counters.beyond_dedup_horizon += 1
             counters.applied += 1
             if reorder <= 0:
                 timers = self.timers
                 # Checked inline: a call per event to find nothing due is the common case on the hot path.
                 if timers and timers[0][0] <= ts - 1:
-                    self.advance(min(ts - 1, self.watermark - config.timer_lag_ms), config, outputs)
+                    now = min(ts - 1, self.event_time - config.timer_lag_ms)
+                    self.advance(now if wall_ms is None else min(now, wall_ms), config, outputs)
+                    if ts > self.event_time + config.max_clock_jump_ms:
+                        self._advance_user(event.user_id, ts - 1, config, outputs)
                 self._apply(event, config, outputs)
             elif ts <= self.released:
                 counters.late += 1
                 self._apply(event, config, outputs)
             else:
                 heapq.heappush(self.pending, (ts, event.event_id, event))
-                self._release(self.watermark - reorder, config, outputs)
+                frontier = self.event_time - reorder
+                self._release(frontier, frontier if wall_ms is None else min(frontier, wall_ms), config, outputs)
         if len(seen) >= self.prune_at:
-            self._prune(config.dedup_horizon_ms)
+            self._prune(config)
         return outputs
+
+    def _observe(self, user_id: str, ts: int, jump: int) -> None:
+        """Event time (what releases held events, fires timers and ages de-duplication ids) follows the
+        newest event, except a jump of more than `jump` ahead: that moves only its own user and is held as
+        the lead until an event of another user beyond the jump confirms the new time (up to the earlier
+        of the two). A single event stamped months ahead by a bad client clock moves nobody else.
+        """
+        if self.event_time < 0 or ts <= self.event_time + jump:
+            self.event_time = ts
+        elif self.lead_ts < 0 or user_id == self.lead_user:
+            self.lead_user, self.lead_ts = user_id, max(self.lead_ts, ts)
+            return
+        else:
+            (low, _), (self.lead_ts, self.lead_user) = sorted(((ts, user_id), (self.lead_ts, self.lead_user)))
+            self.event_time = low
+        if 0 <= self.lead_ts <= self.event_time + jump:
+            self.event_time = max(self.event_time, self.lead_ts)
+            self.lead_user, self.lead_ts = "", -1
+
+    def _advance_user(self, user_id: str, now: int, config: ShardConfig, outputs: list[Output]) -> None:
+        """Fire one user's own timers up to `now`: their events ahead of the shard still see their lapse
+        fire first (a user back after a long silence), without moving anybody else's time."""
+        user = self.users.get(user_id)
+        while user is not None and 0 <= user.timer_at <= now:
+            due = user.timer_at
+            self._fire(user_id, user, due, config, outputs)
+            if user.timer_at == due:  # pragma: no cover - next_timer always moves past a fired timer
+                break
 
     def drain(self, config: ShardConfig) -> list[Output]:
         """End of input: apply everything still held back, then let event time reach `until`."""
         outputs: list[Output] = []
-        self._release(self.watermark, config, outputs)
-        self.advance(max(self.watermark, config.until_ms), config, outputs)
+        cap = max(self.event_time, config.until_ms)
+        self._release(HOLD_ALL, cap, config, outputs)
+        self.advance(cap, config, outputs)
         return outputs
 
-    def _release(self, frontier: int, config: ShardConfig, outputs: list[Output]) -> None:
+    def _release(self, frontier: int, cap: int, config: ShardConfig, outputs: list[Output]) -> None:
+        """Apply held events up to `frontier` in event-time order; timers fire up to `cap` at most."""
         pending = self.pending
         while pending and pending[0][0] <= frontier:
             event = heapq.heappop(pending)[2]
-            self.advance(event.ts - 1, config, outputs)  # timers due before this event fire first
+            self.advance(min(event.ts - 1, cap), config, outputs)  # timers due before this event fire first
+            if event.ts - 1 > cap:
+                self._advance_user(event.user_id, event.ts - 1, config, outputs)
             self._apply(event, config, outputs)
         if frontier > self.released:
             self.released = frontier
-            self.advance(frontier, config, outputs)
+            self.advance(min(frontier, cap), config, outputs)
 
     def advance(self, now: int, config: ShardConfig, outputs: list[Output]) -> None:
         """Fire every timer due by `now` (event time in replay; see engine.flow for live mode)."""
         timers = self.timers
         if not timers or timers[0][0] > now:
             return
-        context = self._context(config)
         while timers and timers[0][0] <= now:
             due, user_id = heapq.heappop(timers)
             user = self.users.get(user_id)
             if user is None or user.timer_at != due:
                 continue  # superseded by a later event, or the user was erased
-            before = len(outputs)
-            on_timer(user_id, user, due, context, outputs)
-            if config.live_profiles:
-                self.dirty.add(user_id)
-            if len(outputs) > before and user.account_id is not None:
-                outputs.append(self._member(user_id, user, due, None, f"timer-{due}"))
-            self._arm(user_id, user, config, due)
+            self._fire(user_id, user, due, config, outputs)
+
+    def _fire(self, user_id: str, user: UserState, due: int, config: ShardConfig, outputs: list[Output]) -> None:
+        """One due timer of one user; its heap entry (if still queued) goes stale when the user re-arms."""
+        before = len(outputs)
+        if due > user.clock:
+            user.clock = due
+        on_timer(user_id, user, due, self._context(config), outputs)
+        if config.live_profiles:
+            self.dirty.add(user_id)
+        if len(outputs) > before and user.account_id is not None:
+            outputs.append(self._member(user_id, user, None, f"timer-{due}"))
+        self._arm(user_id, user, config, due)
 
     def _arm(self, user_id: str, user: UserState, config: ShardConfig, fired_at: int | None) -> None:
         due = next_timer(user, config.lapse, fired_at)
@@ -237,12 +300,17 @@ class Shard:
         return None
 
     @staticmethod
-    def _member(user_id: str, user: UserState, ts: int, team: str | None, cause: str) -> MemberUpdate:
-        assert user.account_id is not None
+    def _member(
+        user_id: str, user: UserState, team: str | None, cause: str, change: str = "", account: str | None = None
+    ) -> MemberUpdate:
+        """Stamped with the user's own clock and event count, so each account sees the user's updates in
+        the order the user's shard made them, whatever order they arrive in."""
+        account = account or user.account_id
+        assert account is not None
         return MemberUpdate(
-            user.account_id,
+            account,
             user_id,
-            ts,
+            user.clock,
             user.score,
             user.band,
             user.last_active,
@@ -251,6 +319,7 @@ class Shard:
             team,
             cause,
             sum(user.counts),
+            change,
         )
 
     def _apply(self, event: Event, config: ShardConfig, outputs: list[Output]) -> None:
@@ -258,12 +327,7 @@ class Shard:
         ts = event.ts
         users = self.users
         if event.category is Category.PRIVACY:
-            self.counters.erasures += 1
-            if ts > self.erased.get(user_id, -1):
-                self.erased[user_id] = ts
-            users.pop(user_id, None)
-            self.dirty.discard(user_id)
-            outputs.append(ProfileWrite(Entity.USER, user_id, None))
+            self._erase(event, outputs)
             return
         if self.erased and ts <= self.erased.get(user_id, -1):
             self.counters.suppressed_after_erasure += 1
@@ -271,21 +335,46 @@ class Shard:
         user = users.get(user_id)
         if user is None:
             user = users[user_id] = UserState(ts)
+        elif ts < user.first_seen - config.max_backfill_ms:
+            user.counts[event.category] += 1
+            self.counters.beyond_backfill += 1
+            return
         days_before = user.active_day_count
         commercial_before = user.commercial
+        account_before = user.account_id
         user.apply(event)
         if config.live_profiles:
             self.dirty.add(user_id)
         new_day = user.active_day_count != days_before
         scored = after_event(user_id, user, event, new_day, commercial_before, self._context(config), outputs)
         category = event.category
+        moved = account_before is not None and user.account_id != account_before
+        if moved:
+            # A user belongs to the account of their latest event only: the old account loses the member.
+            outputs.append(self._member(user_id, user, None, event.event_id, MOVED_OUT, account_before))
         if user.account_id is not None and (
-            scored or new_day or category is Category.TEAM or category is Category.COMMERCIAL
+            scored or new_day or moved or category is Category.TEAM or category is Category.COMMERCIAL
         ):
             team = event.type if category is Category.TEAM else None
-            outputs.append(self._member(user_id, user, user.last_seen, team, event.event_id))
+            outputs.append(self._member(user_id, user, team, event.event_id, MOVED_IN if moved else ""))
         if new_day or user.timer_at < 0 or category is Category.COMMERCIAL:
             self._arm(user_id, user, config, None)
+
+    def _erase(self, event: Event, outputs: list[Output]) -> None:
+        """Everything about the person goes: state, profile (Redis hash and table tombstone), account
+        membership; open alerts are closed and a `user_erased` record tells downstream to forget them."""
+        user_id, ts = event.user_id, event.ts
+        self.counters.erasures += 1
+        if ts > self.erased.get(user_id, -1):
+            self.erased[user_id] = ts
+        user = self.users.pop(user_id, None)
+        self.dirty.discard(user_id)
+        on_erasure(user_id, user, ts, outputs)
+        if user is not None and user.account_id is not None:
+            user.clock = max(user.clock, ts)
+            user.counts[Category.PRIVACY] += 1  # orders the departure after the user's last update
+            outputs.append(self._member(user_id, user, None, event.event_id, ERASED))
+        outputs.append(ProfileWrite(Entity.USER, user_id, None))
 
     def flush_profiles(self, config: ShardConfig = _DEFAULT_CONFIG) -> list[Output]:
         """Render every changed profile once, as of the shard's clock. Coalescing many events of a user
@@ -293,16 +382,18 @@ class Shard:
         idea of Kafka Streams)."""
         if not self.dirty:
             return []
-        as_of = self.watermark
         users = self.users
         writes: list[Output] = [
-            ProfileWrite(Entity.USER, user_id, render_user(user_id, users[user_id], as_of, config.model, config.lapse))
+            ProfileWrite(Entity.USER, user_id, render_user(user_id, users[user_id], config.model, config.lapse))
             for user_id in sorted(self.dirty)
         ]
         self.dirty = set()
         return writes
 
-    def _prune(self, horizon_ms: int) -> None:
-        floor = self.watermark - horizon_ms
+    def _prune(self, config: ShardConfig) -> None:
+        floor = self.event_time - config.dedup_horizon_ms
         self.seen = {k: ts for k, ts in self.seen.items() if ts >= floor}
         self.prune_at = max(2 * len(self.seen), 4096)
+        if self.erased:
+            floor = self.event_time - config.erased_horizon_ms
+            self.erased = {k: ts for k, ts in self.erased.items() if ts >= floor}

@@ -33,8 +33,10 @@ class UserState:
         "band",
         "churn_id",
         "churn_quiet_until",
+        "clock",
         "commercial",
         "commercial_ts",
+        "components",
         "contributions",
         "cooldown_until",
         "counts",
@@ -63,6 +65,9 @@ class UserState:
         self.account_ts = -1
         self.first_seen = ts
         self.last_seen = ts
+        # The user's own event time: the latest event or timer that evaluated them. Profiles are rendered
+        # as of it, so nothing another user sends (a bad client clock, say) moves this user's `as_of`.
+        self.clock = ts
         # Active days (epoch days, UTC) as a bitmap starting at day_base; see _add_day.
         self.day_base = 0
         self.day_bits = 0
@@ -82,6 +87,7 @@ class UserState:
         self.score = -1.0
         self.band = ""
         self.contributions: tuple[float, ...] = ()
+        self.components: tuple[float, ...] = ()  # rounded component values of the last emitted score
         self.scored_day = -1  # epoch day of the last evaluation
         # Lifecycle and alerts (operators.engagement): stage, open alert ids, the armed timer.
         self.engagement = ""
@@ -107,6 +113,8 @@ class UserState:
             self.first_seen = ts
         if ts > self.last_seen:
             self.last_seen = ts
+            if ts > self.clock:
+                self.clock = ts
         account = event.account_id
         # The account of the latest event wins (ties: the larger id), so arrival order does not matter.
         if account is not None and (
@@ -189,7 +197,7 @@ class UserState:
 
 
 def render_profile(user_id: str, user: UserState, as_of_ms: int) -> dict[str, Any]:
-    """The public profile (CONTRACT §3) as of an event time; no property values, so no PII."""
+    """The public profile as of an event time; no property values, so no PII."""
     return {
         "user_id": user_id,
         "account_id": user.account_id,

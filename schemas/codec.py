@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +19,11 @@ from schemas.events import (
     MIN_TS_MS,
     NPS_MAX,
     NPS_MIN,
+    OTHER,
     PLAN_DIRECTIONS,
     SEVERITIES,
     AccountId,
+    Category,
     Event,
     EventId,
     Origin,
@@ -125,7 +128,7 @@ def _id(value: object, name: str) -> str:
 
 
 def _check_properties(event_type: str, props: dict[str, Any], vocab: Vocabulary) -> None:
-    """Type-specific properties that are present must be valid (CONTRACT §2 limits)."""
+    """Type-specific properties that are present must be valid (an NPS score outside 0-10 is not)."""
     if event_type == vocab.nps and "score" in props:
         score = props["score"]
         if isinstance(score, bool) or not isinstance(score, int) or not NPS_MIN <= score <= NPS_MAX:
@@ -145,7 +148,35 @@ def _check_properties(event_type: str, props: dict[str, Any], vocab: Vocabulary)
             raise _Invalid(RejectCode.INVALID_PROPERTY, "properties.regrettable must be a boolean")
 
 
-def _validate(value: bytes, vocab: Vocabulary) -> Event:
+def ticket_digest(ticket: object) -> str:
+    """A short stable stand-in for a ticket id: open and resolved still match, no text is kept."""
+    return "t-" + hashlib.blake2b(str(ticket).encode(), digest_size=8).hexdigest()
+
+
+Untracked = MutableMapping[str, int]
+"""Counts of names replaced by "other", by field (feature, plan, reason, type); owned by the caller."""
+
+
+def _count(untracked: Untracked | None, name: str) -> None:
+    if untracked is not None:
+        untracked[name] = untracked.get(name, 0) + 1
+
+
+def _scrub(props: dict[str, Any], vocab: Vocabulary, untracked: Untracked | None) -> None:
+    """Free-text properties, in place: reason and plan to a tracked name or "other", ticket_id to a digest."""
+    if "reason" in props and props["reason"] not in vocab.reasons:
+        props["reason"] = OTHER
+        _count(untracked, "reason")
+    if "plan" in props:
+        plan = props["plan"]
+        if plan.__class__ is not str or not vocab.tracked_plan(plan):
+            props["plan"] = OTHER
+            _count(untracked, "plan")
+    if "ticket_id" in props:
+        props["ticket_id"] = ticket_digest(props["ticket_id"])
+
+
+def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = None, max_ts: int = MAX_TS_MS) -> Event:
     if len(value) > MAX_MESSAGE_BYTES:
         raise _Invalid(RejectCode.TOO_LARGE, f"message exceeds {MAX_MESSAGE_BYTES} bytes")
     try:
@@ -177,6 +208,9 @@ def _validate(value: bytes, vocab: Vocabulary) -> Event:
     if "ts" not in doc or doc["ts"] is None:
         raise _Invalid(RejectCode.MISSING_FIELD, "ts is required")
     ts = parse_ts(doc["ts"])
+    if ts > max_ts:
+        # A client clock far ahead would drag event time (timers, de-duplication, as_of) along with it.
+        raise _Invalid(RejectCode.FUTURE_TIMESTAMP, "ts is further ahead of the wall clock than max_future_skew")
     feature = doc.get("feature")
     if feature is not None and not isinstance(feature, str):
         raise _Invalid(RejectCode.WRONG_TYPE, "feature must be a string or null")
@@ -188,8 +222,19 @@ def _validate(value: bytes, vocab: Vocabulary) -> Event:
         # Only known type-specific scalars are kept, and never a field configured as personal data.
         kept = vocab.kept_properties
         props = {k: v for k, v in props.items() if k in kept and isinstance(v, str | int | float)} or None
+        if props is not None and ("reason" in props or "plan" in props or "ticket_id" in props):
+            _scrub(props, vocab, untracked)
     if event_type != vocab.feature:
         feature = None
+    elif feature is not None and not vocab.tracked_feature(feature):
+        feature = OTHER
+        _count(untracked, "feature")
+    category = vocab.categories.get(event_type)
+    if category is None:
+        # An unknown type is counted as "other"; its name, which could be anything, is not kept.
+        event_type = OTHER
+        category = Category.OTHER
+        _count(untracked, "type")
     return Event(
         EventId(event_id),
         UserId(user_id),
@@ -198,25 +243,38 @@ def _validate(value: bytes, vocab: Vocabulary) -> Event:
         ts,
         feature,
         props,
-        vocab.category(event_type),
+        category,
     )
 
 
-def decode(value: bytes, origin: Origin, vocab: Vocabulary, key: bytes | None = None) -> Event | Rejection:
-    """Every byte string becomes an event or a rejection; this never raises."""
+def decode(
+    value: bytes,
+    origin: Origin,
+    vocab: Vocabulary,
+    key: bytes | None = None,
+    untracked: Untracked | None = None,
+    max_ts: int = MAX_TS_MS,
+) -> Event | Rejection:
+    """Every byte string becomes an event or a rejection; this never raises.
+
+    `max_ts` is the latest event time accepted: the wall clock at processing time plus the allowed skew.
+    """
     try:
-        return _validate(value, vocab)
+        return _validate(value, vocab, untracked, max_ts)
     except _Invalid as exc:
         return Rejection(exc.code, exc.detail, Raw(value, origin, key))
     except RecursionError:  # pragma: no cover - orjson bounds nesting itself; belt and braces
         return Rejection(RejectCode.INVALID_JSON, "document nested too deeply", Raw(value, origin, key))
 
 
-def decode_batch(batch: RawBatch, vocab: Vocabulary) -> Iterator[Event | Rejection]:
+def decode_batch(
+    batch: RawBatch, vocab: Vocabulary, untracked: Untracked | None = None, max_ts: int = MAX_TS_MS
+) -> Iterator[Event | Rejection]:
+    """`decode` for a batch; names replaced by "other" are added up in `untracked` when one is given."""
     keys = batch.keys
     for i, value in enumerate(batch.values):
         try:
-            yield _validate(value, vocab)
+            yield _validate(value, vocab, untracked, max_ts)
         except _Invalid as exc:
             origin = Origin(batch.source, batch.partition, batch.offsets[i])
             yield Rejection(exc.code, exc.detail, Raw(value, origin, keys[i] if keys else None))

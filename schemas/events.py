@@ -1,9 +1,11 @@
-"""The input event model: ids, the type vocabulary and the rejection codes (CONTRACT §2)."""
+"""The input event model: ids, the type vocabulary and the rejection codes."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from functools import lru_cache
 from typing import Any, NewType
 
 EventId = NewType("EventId", str)
@@ -21,6 +23,28 @@ SEVERITIES = ("low", "normal", "high", "urgent")
 PLAN_DIRECTIONS = ("up", "down")
 # The only properties the engine keeps (scalars): everything else, PII included, is dropped at decode.
 DETAIL_KEYS = frozenset({"score", "severity", "ticket_id", "plan", "mrr", "direction", "reason", "regrettable"})
+# What an untracked name (feature, plan, reason, event type) becomes at decode: free text never enters state.
+OTHER = "other"
+REASON_CODES: tuple[str, ...] = (
+    "too_expensive",
+    "missing_features",
+    "not_using",
+    "switched_competitor",
+    "technical_issues",
+    "support_experience",
+    "business_closed",
+    OTHER,
+)
+# The tracking plan for feature and plan names: a short identifier, never `@`, whitespace, `=` or `/`
+# (so no e-mail address, sentence, query string, path or URL). The whole name must match.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+FEATURE_CACHE_SIZE = 10_000
+
+
+@lru_cache(maxsize=FEATURE_CACHE_SIZE)
+def _matches(pattern: re.Pattern[str], name: str) -> bool:
+    """A feature event costs one cached lookup instead of a regex match; bounded, so free text cannot grow it."""
+    return pattern.fullmatch(name) is not None
 
 
 class Category(IntEnum):
@@ -46,11 +70,12 @@ class RejectCode(StrEnum):
     INVALID_ID = "invalid_id"
     INVALID_TIMESTAMP = "invalid_timestamp"
     INVALID_PROPERTY = "invalid_property"
+    FUTURE_TIMESTAMP = "future_timestamp"
 
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
-    """Which event types mean what; every list is configurable (CONTRACT §2 defaults)."""
+    """Which event types mean what; every list is configurable (these are the defaults)."""
 
     activity: frozenset[str] = frozenset({"session_start", "page_view", "feature_used", "api_call", "purchase"})
     feature: str = "feature_used"
@@ -73,8 +98,15 @@ class Vocabulary:
     )
     erasure: str = "erasure_requested"
     pii_fields: frozenset[str] = frozenset({"email", "name", "phone", "ip"})
+    # `properties.reason` outside these codes becomes "other".
+    reasons: frozenset[str] = frozenset(REASON_CODES)
+    # Feature and plan names must match the pattern and, when an allow-list is given, be in it; else "other".
+    name_pattern: str = NAME_PATTERN
+    features: frozenset[str] = frozenset()
+    plans: frozenset[str] = frozenset()
     categories: dict[str, Category] = field(init=False, compare=False, hash=False)
     kept_properties: frozenset[str] = field(init=False, compare=False, hash=False)
+    name_re: re.Pattern[str] = field(init=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         table: dict[str, Category] = {t: Category.ACTIVITY for t in self.activity}
@@ -86,9 +118,26 @@ class Vocabulary:
         table[self.erasure] = Category.PRIVACY
         object.__setattr__(self, "categories", table)
         object.__setattr__(self, "kept_properties", DETAIL_KEYS - self.pii_fields)
+        try:
+            name_re = re.compile(self.name_pattern)
+        except re.error as exc:
+            raise ValueError(f"name_pattern: not a regular expression: {exc}") from None
+        object.__setattr__(self, "name_re", name_re)
+        for key, names in (("features", self.features), ("plans", self.plans)):
+            stray = sorted(n for n in names if not name_re.fullmatch(n))
+            if stray:
+                raise ValueError(f"{key}: {', '.join(map(repr, stray))} not matched by name_pattern")
 
     def category(self, event_type: str) -> Category:
         return self.categories.get(event_type, Category.OTHER)
+
+    def tracked_feature(self, name: str) -> bool:
+        """Whether a feature name is in the tracking plan (feature events are common: the match is cached)."""
+        return name in self.features if self.features else _matches(self.name_re, name)
+
+    def tracked_plan(self, name: str) -> bool:
+        """Whether a plan name is in the tracking plan (plan events are rare: no cache)."""
+        return name in self.plans if self.plans else self.name_re.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +146,8 @@ class Event:
 
     `feature` is set only on the vocabulary's feature type. `properties` holds only the known
     type-specific scalars (DETAIL_KEYS): personal data and nested values never get past the decoder.
+    Nothing free-form does either: an unknown `type`, an untracked `feature` or plan and a reason outside
+    the codes read "other", and a ticket id is kept only as a digest (schemas.codec).
     """
 
     event_id: EventId

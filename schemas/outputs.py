@@ -1,4 +1,4 @@
-"""What the engine emits: keyed records per output kind and absolute profile writes (CONTRACT §3)."""
+"""What the engine emits: keyed records per output kind and absolute profile writes."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any, Final
 
 from schemas.codec import dumps
@@ -99,13 +101,38 @@ def day_ts(day_offset: int, hour: int = 12) -> int:
     return (T0_DAY + day_offset) * DAY_MS + hour * 3_600_000
 
 
-def kept_details(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """What the decoder keeps of `properties`: the known type-specific scalars only (no PII, no nesting)."""
+def _tracked(name: object, allowed: frozenset[str], vocab: Vocabulary) -> bool:
+    """In the tracking plan: a string matching the whole name pattern and, if there is an allow-list, in it."""
+    return (
+        isinstance(name, str)
+        and re.fullmatch(vocab.name_pattern, name) is not None
+        and (not allowed or name in allowed)
+    )
+
+
+def kept_details(doc: dict[str, Any], vocab: Vocabulary = VOCAB) -> dict[str, Any] | None:
+    """What the decoder keeps of `properties`: the known type-specific scalars only (no PII, no nesting),
+    and no free text: a reason outside the codes and an untracked plan read "other", a ticket id a digest."""
     props = doc.get("properties") or {}
     kept = {k: v for k, v in props.items() if k in DETAIL_KEYS and isinstance(v, str | int | float)}
+    if "reason" in kept and kept["reason"] not in vocab.reasons:
+        kept["reason"] = "other"
+    if "plan" in kept and not _tracked(kept["plan"], vocab.plans, vocab):
+        kept["plan"] = "other"
+    if "ticket_id" in kept:
+        kept["ticket_id"] = "t-" + hashlib.blake2b(str(kept["ticket_id"]).encode(), digest_size=8).hexdigest()
     return kept or None
 
 
 def kept_feature(doc: dict[str, Any], vocab: Vocabulary = VOCAB) -> str | None:
-    """The decoder keeps `feature` only on the vocabulary's feature type."""
-    return doc.get("feature") if doc.get("type") == vocab.feature else None
+    """The decoder keeps `feature` only on the vocabulary's feature type, and only a tracked name."""
+    if doc.get("type") != vocab.feature or doc.get("feature") is None:
+        return None
+    feature = doc["feature"]
+    return feature if _tracked(feature, vocab.features, vocab) else "other"
+
+
+def kept_type(doc: dict[str, Any], vocab: Vocabulary = VOCAB) -> str:
+    """The decoder keeps a type in the vocabulary; any other type reads "other"."""
+    event_type: str = doc["type"]
+    return event_type if event_type in vocab.categories else "other"

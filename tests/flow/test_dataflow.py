@@ -37,7 +37,7 @@ def _run(workers: int, batch: int, live: bool) -> list[Any]:
 
 def _canonical(outputs: list[Any]) -> dict[str, Any]:
     finals = [o.shard_state for o in outputs if isinstance(o, ShardFinal) and isinstance(o.shard_state, Shard)]
-    as_of = max(f.watermark for f in finals)
+    as_of = max(f.event_time for f in finals)
     profiles = {uid: render_profile(uid, state, as_of) for f in finals for uid, state in f.users.items()}
     # Live writes are measured at the shard's clock when written, which batching moves; everything else in
     # a user's last write is a function of that user's events alone.

@@ -79,7 +79,7 @@ def test_scores_carry_reasons_cause_and_model(clean_run: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_bounded_shuffling_and_duplicates_change_no_profile(
+def test_bounded_shuffling_and_duplicates_change_no_output(
     clean_lines: list[bytes], clean_run: Path, tmp_path: Path, seed: int
 ) -> None:
     shuffled = _shuffled(clean_lines, seed, window_ms=30 * 60_000)
@@ -92,7 +92,14 @@ def test_bounded_shuffling_and_duplicates_change_no_profile(
     summary = replay(tmp_path / "in.jsonl", tmp_path / "out", _settings()).summary
     assert summary["duplicates"] == len(duplicates)
     assert summary["late"] == 0
-    for name in ("profiles.jsonl", "account_profiles.jsonl", "scores.jsonl", "accounts.jsonl"):
+    for name in (
+        "profiles.jsonl",
+        "account_profiles.jsonl",
+        "scores.jsonl",
+        "accounts.jsonl",
+        "alerts.jsonl",
+        "lifecycle.jsonl",
+    ):
         assert (tmp_path / "out" / name).read_bytes() == (clean_run / name).read_bytes(), name
 
 

@@ -27,7 +27,7 @@ MINUTE_MS = 60_000
 CADENCE = LapseModel()
 REPLAY = ShardConfig()
 KEY_FEATURES = ScoreModel().key_features
-# Every alert carries these (CONTRACT §3).
+# Every alert carries these (README, "Lapse alerts").
 ALERT_FIELDS = {"alert_id", "kind", "status", "user_id", "account_id", "ts", "last_seen", "score", "band", "p_alive"}
 
 
@@ -573,7 +573,7 @@ def test_every_lapse_alert_has_a_valid_next_step() -> None:
     ],
 )
 def test_every_alert_has_the_contract_fields(kind: str, status: str) -> None:
-    """CONTRACT §3 lists p_alive among the fields of every alert (null when no BG/NBD model is configured)."""
+    """p_alive is among the fields of every alert (null when no BG/NBD model is configured)."""
     alerts = [a for a in _alert_stream([_story()], IN_ORDER) if (a["kind"], a["status"]) == (kind, status)]
     assert alerts
     for alert in alerts:

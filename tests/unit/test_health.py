@@ -33,7 +33,7 @@ CONFIG = ShardConfig()
 VERSION = CONFIG.model_version
 MINUTE_MS = 60_000
 KEY_FEATURES = ("dashboards", "reports", "alerts", "integrations", "workflows", "exports")
-# CONTRACT §3, scores.
+# The public shape of a score record (README, "Health scores").
 SCORE_FIELDS = {
     "kind",
     "user_id",
@@ -317,7 +317,9 @@ RENDER_CASES = [
 def test_render_user(as_of_day: int, stored_band: str, score: float, band: str, engagement: str) -> None:
     user = _state([*_history(), _ticket("o1", "k1", 0, "low"), _nps("n", 6, 0)])
     user.band = stored_band
-    profile = render_user("user-1", user, day_ts(as_of_day), MODEL)
+    user.clock = day_ts(as_of_day)
+    assert evaluate(MODEL, "user-1", user, user.clock, "c", MODEL.version) is not None
+    profile = render_user("user-1", user, MODEL)
     # The low ticket (support 0.8 -> -2) and NPS 6 (neutral) were not in the sums above.
     assert profile["score"] == pytest.approx(score - 2.0, abs=0.01)
     # Engagement is the lifecycle stage the shard moved the user through (tests/unit/test_engagement.py);
@@ -695,24 +697,28 @@ def test_evaluate_account_record() -> None:
     assert evaluate_account(MODEL, "acct-1", account, "again", VERSION) is None
 
 
-def test_render_account_is_as_of_its_clock_at_least() -> None:
+def test_render_account_is_as_of_its_own_clock() -> None:
     account = _account([_mu(f"u{i}", 0) for i in range(3)])
-    early = render_account("acct-1", account, MODEL, day_ts(-5))
+    assert evaluate_account(MODEL, "acct-1", account, "c", VERSION) is not None
+    early = render_account("acct-1", account, MODEL)
     assert early["as_of"] == format_ts(day_ts(0))
     assert early["active_users_7d"] == 3
-    late = render_account("acct-1", account, MODEL, day_ts(30))
+    account.clock = day_ts(30)
+    late = render_account("acct-1", account, MODEL)
+    assert late["as_of"] == format_ts(day_ts(30))
     assert late["active_users_7d"] == 0
-    # 30 * 0.8 + 0 + 15 + 10 + 10 * 0.5 (visitor)
-    assert late["score"] == 54.0
 
 
-def test_render_account_band_matches_its_score() -> None:
+def test_render_account_shows_the_last_emitted_score_and_band() -> None:
     account = _account([_mu(f"u{i}", 0, commercial="paying", commercial_day=-30) for i in range(3)])
     assert evaluate_account(MODEL, "acct-1", account, "c", VERSION) is not None
     assert account.band == "healthy"
-    profile = render_account("acct-1", account, MODEL, day_ts(30))
-    assert profile["score"] == 59.0  # 30 * 0.8 + 0 + 15 + 10 + 10
-    assert profile["band"] == "watch"
+    account.clock = day_ts(30)
+    record = evaluate_account(MODEL, "acct-1", account, "time", VERSION)
+    assert record is not None
+    profile = render_account("acct-1", account, MODEL)
+    assert profile["score"] == loads(record.value)["score"] == 59.0  # 30 * 0.8 + 0 + 15 + 10 + 10
+    assert profile["band"] == loads(record.value)["band"] == "watch"
 
 
 # ---- account scenarios through Shard and AccountShard ---------------------------------------------------------

@@ -162,7 +162,7 @@ def test_good_settings_are_accepted(kwargs: dict[str, Any], has_bgnbd: bool) -> 
     ],
 )
 def test_unvalidated_settings_should_fail_fast(kwargs: dict[str, Any]) -> None:
-    """CONTRACT §5: bad values fail fast with a clear message, not later inside the stream."""
+    """Bad values fail fast with a clear message, not later inside the stream."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         LapseModel(**kwargs)
 

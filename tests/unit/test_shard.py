@@ -63,7 +63,7 @@ def test_duplicates_change_nothing(batches: list[list[Event]], unique: list[Even
     assert shard.counters.applied == len(unique)
     assert shard.counters.applied + shard.counters.duplicates == sum(len(b) for b in batches)
     assert _profiles(shard) == _profiles(reference)
-    assert shard.watermark == reference.watermark
+    assert shard.event_time == reference.event_time
 
 
 def test_duplicate_is_counted_once_and_state_unchanged() -> None:
@@ -130,7 +130,7 @@ def test_live_mode_flush_writes_every_changed_profile_once_sorted() -> None:
     assert [(o.entity, o.key) for o in outputs] == [(Entity.USER, "user-1"), (Entity.USER, "user-2")]
     for output in outputs:
         user = shard.users[output.key]
-        assert output.fields == render_user(output.key, user, T0 + DAY_MS, ScoreModel(), LapseModel())
+        assert output.fields == render_user(output.key, user, ScoreModel(), LapseModel())
     assert shard.flush_profiles() == []
     shard.process([A], LIVE)  # a duplicate changes nothing, so nothing is due
     assert shard.flush_profiles() == []
@@ -166,7 +166,7 @@ def test_events_beyond_the_dedup_horizon_are_applied_and_counted(late_ts: int, b
     shard, _ = _run([[recent], [late]])
     assert shard.counters.beyond_dedup_horizon == beyond
     assert shard.counters.applied == 2
-    assert shard.watermark == T0 + 10 * DAY_MS
+    assert shard.event_time == T0 + 10 * DAY_MS
 
 
 def test_pruning_forgets_only_ids_older_than_the_horizon() -> None:
@@ -175,7 +175,7 @@ def test_pruning_forgets_only_ids_older_than_the_horizon() -> None:
     edge = make_event(event_id="edge", ts=T0 - HORIZON)
     new = make_event(event_id="new", ts=T0)
     shard.process([old, edge, new], REPLAY)
-    assert shard.seen == {"edge": T0 - HORIZON, "new": T0}
+    assert shard.seen == {("user-1", "edge"): T0 - HORIZON, ("user-1", "new"): T0}
     assert shard.prune_at == 4096
     shard.process([edge, new], REPLAY)
     assert shard.counters.duplicates == 2

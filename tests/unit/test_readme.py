@@ -1,0 +1,37 @@
+"""The README is the user's door: what it shows must be true of this repository as it stands."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from engine.config import load_settings
+from engine.generator import GeneratorConfig, write_jsonl
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_stands_alone() -> None:
+    assert "../shared" not in README
+    assert "CONTRACT" not in README
+    assert "NOTES.md" not in README
+
+
+def test_the_configuration_block_is_valid_and_states_the_defaults(tmp_path: Path) -> None:
+    (block,) = re.findall(r"```toml\n(.*?)```", README, re.S)
+    path = tmp_path / "pulse.toml"
+    path.write_text(block, encoding="utf-8")
+    assert load_settings(path, env={}) == load_settings(None, env={})
+    documented = tomllib.loads(block)
+    defaults = load_settings(None, env={})
+    for section in ("kafka", "topics", "redis", "engine", "metrics"):
+        known = {f for f in type(getattr(defaults, section)).__dataclass_fields__ if f != "sasl_password"}
+        assert set(documented[section]) == known, section
+
+
+def test_the_service_walk_through_asks_for_a_user_the_demo_stream_has(tmp_path: Path) -> None:
+    (user,) = re.findall(r"redis-cli hgetall pulse:user:(\S+)", README)
+    # What `pulse demo` generates by default (engine/demo.py).
+    write_jsonl(tmp_path / "events.jsonl", GeneratorConfig(users=300, accounts=300 // 8, days=60, seed=7))
+    assert f'"user_id":"{user}"'.encode() in (tmp_path / "events.jsonl").read_bytes()
