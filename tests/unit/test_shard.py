@@ -42,6 +42,8 @@ A = make_event(event_id="a", type="feature_used", feature="export", ts=T0)
 B = make_event(event_id="b", type="page_view", ts=T0 + DAY_MS)
 A_AGAIN_OTHER_CONTENT = make_event(event_id="a", type="feature_used", feature="search", ts=T0 - 30 * DAY_MS)
 C_OTHER_USER = make_event(event_id="c", user_id="user-2", ts=T0)
+# SDKs number events per device: the same id from another user is another event.
+A_OTHER_USER = make_event(event_id="a", user_id="user-2", type="feature_used", feature="export", ts=T0)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,7 @@ C_OTHER_USER = make_event(event_id="c", user_id="user-2", ts=T0)
         pytest.param([[A], [A_AGAIN_OTHER_CONTENT]], [A], 1, id="same-id-other-content-is-still-a-duplicate"),
         pytest.param([[A, B, C_OTHER_USER]], [A, B, C_OTHER_USER], 0, id="distinct-ids"),
         pytest.param([[C_OTHER_USER], [A, C_OTHER_USER]], [C_OTHER_USER, A], 1, id="other-user"),
+        pytest.param([[A, A_OTHER_USER], [A_OTHER_USER]], [A, A_OTHER_USER], 1, id="same-id-other-user-is-not-one"),
     ],
 )
 def test_duplicates_change_nothing(batches: list[list[Event]], unique: list[Event], duplicates: int) -> None:
