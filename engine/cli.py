@@ -1,4 +1,5 @@
-"""The `pulse` command line: replay, run, demo; fatal problems exit non-zero with a one-line reason."""
+"""The `pulse` command line: replay, run, restore-profiles, fit, demo; fatal problems exit non-zero with a
+one-line reason."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path)
     run.add_argument("--process-id", "-i", type=int, help="this process's index in a cluster")
     run.add_argument("--addresses", "-a", help="host:port of every cluster process, ';'-separated")
+
+    restore = sub.add_parser(
+        "restore-profiles", help="rewrite the Redis profile hashes from the compacted profile topics"
+    )
+    restore.add_argument("--config", type=Path)
 
     fit = sub.add_parser("fit", help="fit the BG/NBD lapse model on history; prints its parameters as JSON")
     fit.add_argument("input", type=Path)
@@ -72,12 +78,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             from confluent_kafka import KafkaException
 
             from engine.service import run_service
+            from engine.sinks import RedisUnavailableError
 
             addresses = args.addresses.split(";") if args.addresses else None
             try:
                 run_service(settings, args.process_id, addresses)
             except KafkaException as exc:
                 print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+                return 1
+            except RedisUnavailableError as exc:  # at start (the restore check); in the flow bytewax reports it
+                print(f"pulse: error: {exc}", file=sys.stderr)
+                return 1
+        elif args.command == "restore-profiles":
+            from confluent_kafka import KafkaException
+
+            from engine.restore import run_restore
+            from engine.sinks import RedisUnavailableError
+
+            try:
+                run_restore(settings)
+            except KafkaException as exc:
+                print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+                return 1
+            except RedisUnavailableError as exc:
+                print(f"pulse: error: {exc}", file=sys.stderr)
                 return 1
         elif args.command == "fit":
             from engine.fit import fit_file

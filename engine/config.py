@@ -56,6 +56,8 @@ class KafkaSettings:
     sasl_username: str = ""
     # Secrets: environment only (PULSE_KAFKA_SASL_PASSWORD); never read from the TOML file, never logged.
     sasl_password: str = field(default="", repr=False)
+    # How long the producer keeps retrying a message (a broker outage) before it fails the run.
+    message_timeout_ms: int = 300_000
 
     def client_config(self) -> dict[str, str | int | bool]:
         """The only place librdkafka's dotted keys appear."""
@@ -90,6 +92,7 @@ class KafkaSettings:
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            "message.timeout.ms": self.message_timeout_ms,
         }
 
 
@@ -116,6 +119,10 @@ class TopicSettings:
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "pulse"
+    # Profile hashes per MULTI/EXEC, so one big flush never blocks Redis for long.
+    pipeline_size: int = 1000
+    # A write that fails (Redis down) is retried with backoff for this long; 0 = forever (backpressure).
+    retry_deadline_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,8 @@ class EngineSettings:
     workers: int = 1
     dedup_horizon_hours: int = 168
     snapshot_interval_seconds: float = 10.0
-    recovery_dir: str = ""
+    # `pulse run` snapshots here (relative to the working directory); "" disables recovery.
+    recovery_dir: str = ".pulse/recovery"
     replay_batch_size: int = 2000
     # Live mode: a user's Redis profile is rewritten at most this often, however many events arrive.
     profile_flush_ms: int = 5000
@@ -186,7 +194,7 @@ class Settings:
     def vocab(self) -> Vocabulary:
         return _vocabulary(self.vocabulary)
 
-    def shard_config(self, live: bool, until_ms: int = -1) -> ShardConfig:
+    def shard_config(self, live: bool, until_ms: int = -1, input_partitions: tuple[str, ...] = ()) -> ShardConfig:
         lateness = self.engine.allowed_lateness_minutes * 60_000
         reorder = lateness if not live or self.engine.reorder_live else 0
         return ShardConfig(
@@ -201,6 +209,8 @@ class Settings:
             timer_lag_ms=0 if reorder else lateness,
             max_backfill_ms=self.engine.max_backfill_days * DAY_MS,
             max_clock_jump_ms=self.engine.max_clock_jump_days * DAY_MS,
+            wall_clock_max_lag_ms=self.engine.timer_wall_clock_max_lag_hours * HOUR_MS,
+            input_partitions=input_partitions,
         )
 
 
@@ -300,6 +310,8 @@ def _validate(name: str, section: Any) -> None:
         value = getattr(section, f.name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"[{name}] {f.name} must not be negative, got {value}")
+    if isinstance(section, RedisSettings) and section.pipeline_size < 1:
+        raise ConfigError("[redis] pipeline_size must be at least 1")
     if isinstance(section, EngineSettings) and (section.shards < 1 or section.workers < 1):
         raise ConfigError("[engine] shards and workers must be at least 1")
     if isinstance(section, VocabularySettings):

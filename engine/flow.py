@@ -22,6 +22,7 @@ from operators.accounts import AccountShard
 from operators.engagement import ACCOUNT_PAUSE, AccountNotice
 from operators.health import MemberUpdate
 from operators.shard import Counters, Shard, ShardConfig, shard_of
+from operators.watermark import Progress
 from schemas.codec import RawBatch, decode_batch
 from schemas.events import Event, Rejection, Vocabulary
 
@@ -58,13 +59,19 @@ class FlowConfig:
     future_skew_ms: int = 86_400_000
 
 
-def flow_config(settings: Settings, live: bool, recovery: bool = False, until_ms: int = -1) -> FlowConfig:
+def flow_config(
+    settings: Settings,
+    live: bool,
+    recovery: bool = False,
+    until_ms: int = -1,
+    input_partitions: tuple[str, ...] = (),
+) -> FlowConfig:
     """The one place settings become a FlowConfig, shared by `pulse run`, `pulse replay` and the bench."""
     engine = settings.engine
     return FlowConfig(
         settings.vocab(),
         engine.shards,
-        settings.shard_config(live=live, until_ms=until_ms),
+        settings.shard_config(live=live, until_ms=until_ms, input_partitions=input_partitions),
         recovery,
         timedelta(milliseconds=engine.profile_flush_ms),
         timer_idle=timedelta(milliseconds=engine.timer_idle_ms),
@@ -76,6 +83,9 @@ def flow_config(settings: Settings, live: bool, recovery: bool = False, until_ms
 def _decoder(config: FlowConfig) -> Any:
     vocab, shards = config.vocab, config.shards
     keys = [f"s{n:03d}" for n in range(shards)]
+    live = config.shard.live_profiles
+    # Live: what each input partition's progress was last reported as (partitions are owned by one worker).
+    reported: dict[str, Progress] = {}
 
     def decode(batch: RawBatch) -> list[tuple[str, list[Any]]]:
         # One item per shard per input batch keeps bytewax's per-item overhead off the per-event path.
@@ -83,11 +93,14 @@ def _decoder(config: FlowConfig) -> Any:
         rejections: list[Any] = []
         untracked: dict[str, int] = {}
         max_ts = int(config.clock().timestamp() * 1000) + config.future_skew_ms
+        newest = -1
         for item in decode_batch(batch, vocab, untracked, max_ts):
             if isinstance(item, Rejection):
                 rejections.append(item)
                 metrics.REJECTED.labels(item.code.value).inc()
             else:
+                if item.ts > newest:
+                    newest = item.ts
                 key = keys[shard_of(item.user_id, shards)]
                 group = groups.get(key)
                 if group is None:
@@ -98,6 +111,8 @@ def _decoder(config: FlowConfig) -> Any:
                     notice = AccountNotice(item.account_id, item.ts, ACCOUNT_PAUSE[item.type])
                     for other in keys:
                         groups.setdefault(other, []).append(notice)
+        if live:
+            _report(batch, newest, reported, keys, groups)
         metrics.EVENTS_IN.inc(len(batch.values))
         for name, count in untracked.items():
             metrics.UNTRACKED.labels(name).inc(count)
@@ -107,6 +122,25 @@ def _decoder(config: FlowConfig) -> Any:
         return out
 
     return decode
+
+
+def _report(
+    batch: RawBatch, newest: int, reported: dict[str, Progress], keys: list[str], groups: dict[str, list[Any]]
+) -> None:
+    """Tell every user shard how far this partition's event time has come (after this batch's events),
+    when that changed: the shards' low watermark, and so every live timer, follows the slowest partition."""
+    name = f"{batch.source}#{batch.partition}"
+    last = reported.get(name)
+    ts = newest if last is None else max(last.ts, newest)
+    if last is not None and last.ts == ts and last.idle == batch.idle:
+        return
+    progress = reported[name] = Progress(name, ts, batch.idle)
+    for key in keys:
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [progress]
+        else:
+            group.append(progress)
 
 
 class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
@@ -160,9 +194,11 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
 
 
 class UserLogic(_Logic):
-    """Live timers: event time drives them while events flow (so a catch-up of old data fires exactly what
-    a replay would); once the shard has been idle for `timer_idle`, the wall clock takes over, so silent
-    users and silent partitions still lapse on time."""
+    """Live timers follow the low watermark of the input partitions (Progress notices from the decoders),
+    so a catch-up of old data over any number of partitions fires exactly what a replay would. Once every
+    partition is idle, the wall clock takes over (minus the same allowed lateness), so silent users still
+    lapse on time. Without partition progress (a source that sends none) the shard's own event time
+    drives, and the wall clock after `timer_idle` without events."""
 
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
         super().__init__(config, pickle.loads(resume) if resume is not None else Shard())
@@ -180,9 +216,19 @@ class UserLogic(_Logic):
             self._live() and bool(shard.timers) and lag <= self._config.timer_wall_clock_max_lag.total_seconds() * 1000
         )
 
+    def _all_idle(self, shard: Shard, now: datetime) -> bool:
+        """Every input partition is idle and the data is recent: the wall clock drives the timers."""
+        newest = shard.inputs.newest
+        max_lag = self._config.shard.wall_clock_max_lag_ms
+        return shard.inputs.value is None and now.timestamp() * 1000 - newest <= max_lag
+
     def _next_tick(self) -> datetime | None:
         shard = self._state
         assert isinstance(shard, Shard)
+        if self._live() and shard.inputs.known:
+            if not shard.timers or not self._all_idle(shard, self._config.clock()):
+                return None
+            return datetime.fromtimestamp((shard.timers[0][0] + self._config.shard.lateness_ms) / 1000, UTC)
         if not self._wall_clock_applies(self._config.clock()):
             return None
         due = datetime.fromtimestamp(shard.timers[0][0] / 1000, UTC)
@@ -192,9 +238,13 @@ class UserLogic(_Logic):
         shard = self._state
         assert isinstance(shard, Shard)
         now = self._config.clock()
+        outputs: list[Any] = []
+        if self._live() and shard.inputs.known:
+            if self._all_idle(shard, now):
+                shard.follow(self._config.shard, int(now.timestamp() * 1000), outputs)
+            return outputs
         if not self._wall_clock_applies(now) or now - self._last_event < self._config.timer_idle:
             return []
-        outputs: list[Any] = []
         shard.advance(int(now.timestamp() * 1000), self._config.shard, outputs)
         return outputs
 

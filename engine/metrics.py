@@ -12,8 +12,15 @@ REJECTED = Counter("pulse_events_rejected", "Messages sent to the dead-letter ou
 UNTRACKED = Counter(
     "pulse_untracked_names", "Names outside the vocabulary or tracking plan, replaced by 'other' at decode", ["field"]
 )
-OUTPUTS = Counter("pulse_outputs", "Records written to Kafka, by output kind", ["kind"])
+# Counted in the delivery report: a record counts once Kafka acknowledged it, not when it was queued.
+OUTPUTS = Counter("pulse_outputs", "Records acknowledged by Kafka, by output kind", ["kind"])
 PROFILE_WRITES = Counter("pulse_profile_writes", "Profile hashes written to Redis")
+REDIS_ERRORS = Counter(
+    "pulse_redis_errors", "Failed Redis write attempts (connection, timeout, loading); each one is retried"
+)
+# Producer errors come from librdkafka's error_cb; the consumer's per-message errors (engine/sources.py)
+# belong here too. Transient: the client reconnects and retries on its own.
+KAFKA_ERRORS = Counter("pulse_kafka_errors", "Kafka client errors reported by librdkafka (the client retries)")
 # Label: the input topic's partition number as a string ("0", "1", ...); there is one input topic.
 OFFSET_RESETS = Counter(
     "pulse_offset_resets", "Input offsets that no longer existed (retention) and were reset", ["partition"]

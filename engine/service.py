@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from engine import metrics
 from engine.config import Settings
 from engine.flow import build_flow, flow_config
+from engine.restore import restore_if_empty
 from engine.sinks import LiveSink
 from engine.sources import KafkaSource
 from schemas.outputs import OutputKind
@@ -79,8 +80,23 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
         )
     processes = len(addresses) if addresses else 1
     recovery = recovery_config(settings, max(processes, 1))
-    config = flow_config(settings, live=True, recovery=recovery is not None)
-    flow = build_flow(KafkaSource(settings.kafka), LiveSink(settings), config)
+    if recovery is not None:
+        where = Path(settings.engine.recovery_dir).resolve()
+        every = settings.engine.snapshot_interval_seconds
+        print(f"pulse: snapshots to {where} every {every:g}s (engine.recovery_dir)", file=sys.stderr, flush=True)
+    else:
+        print(
+            "pulse: recovery off (engine.recovery_dir is empty): a restart starts again from kafka.start_from",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not process_id:  # one process of a cluster restores; the others wait for it to join the cluster
+        restore_if_empty(settings)
+    source = KafkaSource(settings.kafka, settings.engine.timer_idle_ms / 1000)
+    # Every partition up front: the low watermark waits for partitions another process has not polled yet.
+    partitions = tuple(source.list_parts())
+    config = flow_config(settings, live=True, recovery=recovery is not None, input_partitions=partitions)
+    flow = build_flow(source, LiveSink(settings), config)
     print(
         f"pulse: consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",
         file=sys.stderr,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from engine import metrics
 from engine.config import RedisSettings, Settings, TopicSettings
@@ -18,6 +23,13 @@ from schemas.outputs import Entity, OutputKind, ProfileWrite, Record
 
 # What flows into the sink: each item is (shard key, list of outputs) from one batch of one step.
 Item = tuple[str, list[Any]]
+# One absolute profile write: the Redis key and the whole hash, or None to delete it (an erasure).
+ProfileOp = tuple[str, dict[str, str] | None]
+T = TypeVar("T")
+
+log = logging.getLogger("pulse.sink")
+# What an outage or a restarting Redis looks like to the client: retried with backoff, never dropped.
+REDIS_TRANSIENT: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class DeliveryError(RuntimeError):
@@ -35,20 +47,77 @@ def dlq_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
     ]
 
 
-class CheckedProducer:
-    """Idempotent, acks=all producer that reads every delivery report and fails loudly on any error."""
+def output_kinds(topics: TopicSettings) -> dict[str, str]:
+    """Topic name -> the `kind` label of pulse_outputs_total."""
+    kinds = {topics.for_kind(kind): kind.value for kind in OutputKind if kind is not OutputKind.PROFILES}
+    kinds[topics.profiles] = "profiles"
+    kinds[topics.account_profiles] = "account_profiles"
+    return kinds
 
-    def __init__(self, config: dict[str, Any], flush_timeout: float = 30.0) -> None:
-        self._producer = Producer(config)
-        self._flush_timeout = flush_timeout
+
+class _NotConnectionFailures(logging.Filter):
+    """librdkafka logs a FAIL line per reconnect attempt; error_cb reports each too (counted, and logged once
+    per outage), so the lines themselves are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.args, tuple) and record.args[:1] == ("FAIL",))
+
+
+# librdkafka's own log lines, routed through Python logging (served on poll/flush).
+RDKAFKA_LOG = logging.getLogger("pulse.rdkafka")
+RDKAFKA_LOG.addFilter(_NotConnectionFailures())
+
+
+class CheckedProducer:
+    """Idempotent, acks=all producer that reads every delivery report and fails loudly on any error.
+
+    A broker outage is not an error: librdkafka retries every queued message for `message.timeout.ms` and
+    `flush` waits as long as that takes (backpressure). Only a delivery report with an error (the broker
+    refused the message, or it timed out) or a fatal client error raises DeliveryError. Outputs are
+    counted in `pulse_outputs_total` when acknowledged, by the `kinds` mapping of topic to label."""
+
+    def __init__(
+        self, config: Mapping[str, Any], kinds: Mapping[str, str] | None = None, progress_every: float = 10.0
+    ) -> None:
+        self._producer = Producer({"logger": RDKAFKA_LOG, **config, "error_cb": self._on_error})
+        self._progress_every = progress_every
         self._errors: list[str] = []
+        self._fatal: str | None = None
+        self._counters = {topic: metrics.OUTPUTS.labels(kind) for topic, kind in (kinds or {}).items()}
+        self._trouble_since: float | None = None
         self.delivered = 0
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error_cb: connection trouble it recovers from by itself, or a fatal error."""
+        metrics.KAFKA_ERRORS.inc()
+        if error.fatal():
+            self._fatal = str(error)
+            return
+        if self._trouble_since is None:  # one line per outage, not one per reconnect attempt
+            self._trouble_since = time.monotonic()
+            log.warning("kafka producer: %s; messages stay queued and are retried", error)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self._errors.append(f"{message.topic()}: {error}")
-        else:
-            self.delivered += 1
+            return
+        self.delivered += 1
+        counter = self._counters.get(message.topic() or "")
+        if counter is not None:
+            counter.inc()
+        if self._trouble_since is not None:
+            log.warning("kafka producer: delivering again (%.1fs after the first error)", self._since_trouble())
+            self._trouble_since = None
+
+    def _since_trouble(self) -> float:
+        return time.monotonic() - (self._trouble_since or time.monotonic())
+
+    def _raise_failures(self) -> None:
+        if self._fatal is not None:
+            raise DeliveryError(f"fatal Kafka producer error: {self._fatal}")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise DeliveryError(f"{len(errors)} message(s) failed delivery; first: {errors[0]}")
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any] | None = None) -> None:
         while True:
@@ -56,17 +125,33 @@ class CheckedProducer:
                 self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
                 return
             except BufferError:
-                # Local queue full: serve delivery reports until there is room again.
+                # Local queue full (e.g. the broker is away): serve delivery reports until there is room.
                 self._producer.poll(0.1)
+                self._raise_failures()
 
     def flush(self) -> None:
-        """Blocks until every message is acknowledged; raises if any was not."""
-        remaining = self._producer.flush(self._flush_timeout)
-        if remaining:
-            raise DeliveryError(f"{remaining} message(s) not acknowledged within {self._flush_timeout}s")
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise DeliveryError(f"{len(errors)} message(s) failed delivery; first: {errors[0]}")
+        """Blocks until every message is acknowledged, however long a broker outage lasts (librdkafka
+        retries each message up to message.timeout.ms); raises DeliveryError if any delivery failed."""
+        started = time.monotonic()
+        next_note = started + self._progress_every
+        noted = False
+        while True:
+            remaining: int = self._producer.flush(min(1.0, self._progress_every))
+            self._raise_failures()
+            if not remaining:
+                break
+            now = time.monotonic()
+            if now >= next_note:
+                next_note = now + self._progress_every
+                noted = True
+                log.warning(
+                    "kafka producer: %d message(s) not yet acknowledged after %.0fs; waiting (retried until "
+                    "message.timeout.ms)",
+                    remaining,
+                    now - started,
+                )
+        if noted:
+            log.warning("kafka producer: all messages acknowledged after %.1fs", time.monotonic() - started)
 
 
 def redis_fields(fields: dict[str, Any]) -> dict[str, str]:
@@ -78,45 +163,143 @@ def redis_key(settings: RedisSettings, entity: Entity, key: str) -> str:
     return f"{settings.key_prefix}:{entity.value}:{key}"
 
 
+def connect_redis(settings: RedisSettings) -> redis.Redis:
+    """A client that notices a dead server: 5 s connect and read timeouts, TCP keepalive, and a PING before
+    reusing a connection idle for 10 s. Options in the URL's query string take precedence."""
+    return redis.Redis.from_url(
+        settings.url,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=10,
+        # One immediate reconnect (a stale pooled connection); longer outages are ProfileStore's.
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+class RedisUnavailableError(RuntimeError):
+    """Redis stayed unreachable for longer than redis.retry_deadline_seconds."""
+
+
+class ProfileStore:
+    """Profile hashes in Redis: absolute writes (DEL + HSET) in MULTI/EXEC pipelines of at most
+    `pipeline_size` hashes, each retried through outages with capped exponential backoff (0.1 s doubling
+    to 5 s) forever or up to `retry_deadline_seconds`. A pipeline is idempotent, so a retry after an
+    unknown outcome is safe; the caller waits meanwhile, which is the backpressure."""
+
+    FIRST_DELAY = 0.1
+    MAX_DELAY = 5.0
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        client: redis.Redis | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.client = client if client is not None else connect_redis(settings)
+        self._sleep = sleep
+        self._clock = clock
+        self._down_since: float | None = None
+        self._failures = 0
+
+    @property
+    def where(self) -> str:
+        """host:port/db of the server, never the URL (it may hold a password)."""
+        kwargs = self.client.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+
+    def write(self, ops: Sequence[ProfileOp]) -> None:
+        size = self.settings.pipeline_size
+        for start in range(0, len(ops), size):
+            chunk = ops[start : start + size]
+            self.call(partial(self._execute, chunk))
+            metrics.PROFILE_WRITES.inc(len(chunk))
+
+    def _execute(self, chunk: Sequence[ProfileOp]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for key, fields in chunk:
+            # Absolute writes: replace the whole hash so removed fields do not linger.
+            pipe.delete(key)
+            if fields is not None:
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+        pipe.execute()
+
+    def call(self, operation: Callable[[], T]) -> T:
+        """`operation()`, retried while Redis is unreachable; one warning when an outage starts, one when it
+        ends, and every failed attempt counted in pulse_redis_errors_total."""
+        delay = self.FIRST_DELAY
+        while True:
+            try:
+                result = operation()
+            except REDIS_TRANSIENT as exc:
+                metrics.REDIS_ERRORS.inc()
+                self._failures += 1
+                now = self._clock()
+                deadline = self.settings.retry_deadline_seconds
+                if self._down_since is None:
+                    self._down_since = now
+                    limit = f"for up to {deadline:g}s" if deadline else "until it is back"
+                    log.warning(
+                        "redis %s: %s: %s; writes wait and are retried %s", self.where, type(exc).__name__, exc, limit
+                    )
+                waited = now - self._down_since
+                if deadline and waited >= deadline:
+                    raise RedisUnavailableError(
+                        f"Redis at {self.where} unavailable for {waited:.0f}s ({self._failures} failed attempts; "
+                        f"redis.retry_deadline_seconds = {deadline:g}): {type(exc).__name__}: {exc}"
+                    ) from exc
+                self._sleep(min(delay, deadline - waited) if deadline else delay)
+                delay = min(delay * 2, self.MAX_DELAY)
+                continue
+            if self._down_since is not None:
+                log.warning(
+                    "redis %s: reachable again after %.1fs (%d failed attempts)",
+                    self.where,
+                    self._clock() - self._down_since,
+                    self._failures,
+                )
+                self._down_since = None
+                self._failures = 0
+            return result
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class _LivePartition(StatelessSinkPartition[Item]):
     def __init__(self, settings: Settings) -> None:
         self._topics: TopicSettings = settings.topics
         self._redis_settings = settings.redis
-        self._producer = CheckedProducer(settings.kafka.producer_config())
-        self._redis = redis.Redis.from_url(settings.redis.url)
+        self._producer = CheckedProducer(settings.kafka.producer_config(), output_kinds(settings.topics))
+        self._store = ProfileStore(settings.redis)
 
     def write_batch(self, items: list[Item]) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        writes = 0
+        produce = self._producer.produce
+        profiles: list[ProfileOp] = []
         for _, outputs in items:
             for out in outputs:
                 if isinstance(out, Record):
-                    self._producer.produce(self._topics.for_kind(out.kind), out.key.encode(), out.value)
-                    metrics.OUTPUTS.labels(out.kind.value).inc()
+                    produce(self._topics.for_kind(out.kind), out.key.encode(), out.value)
                 elif isinstance(out, Rejection):
                     raw = out.raw
-                    self._producer.produce(self._topics.dlq, raw.key, raw.value, dlq_headers(out))
-                    metrics.OUTPUTS.labels(OutputKind.DLQ.value).inc()
+                    produce(self._topics.dlq, raw.key, raw.value, dlq_headers(out))
                 elif isinstance(out, ProfileWrite):
                     key = redis_key(self._redis_settings, out.entity, out.key)
-                    # Absolute writes: replace the whole hash so removed fields do not linger.
-                    pipe.delete(key)
-                    if out.fields is not None:
-                        pipe.hset(key, mapping=redis_fields(out.fields))  # type: ignore[arg-type]
-                    writes += 1
+                    profiles.append((key, None if out.fields is None else redis_fields(out.fields)))
                     # The same profile on the compacted table topic; None is a tombstone (erasure).
                     table = self._topics.for_profiles(out.entity)
                     value = None if out.fields is None else dumps(out.fields)
-                    self._producer.produce(table, out.key.encode(), value)
-                    metrics.OUTPUTS.labels("profiles" if out.entity is Entity.USER else "account_profiles").inc()
-        if writes:
-            pipe.execute()
-            metrics.PROFILE_WRITES.inc(writes)
+                    produce(table, out.key.encode(), value)
+        if profiles:
+            self._store.write(profiles)
+        # Outputs are counted as Kafka acknowledges them (the delivery reports served here).
         self._producer.flush()
 
     def close(self) -> None:
         self._producer.flush()
-        self._redis.close()
+        self._store.close()
 
 
 class LiveSink(DynamicSink[Item]):

@@ -15,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from engine import metrics
 from engine.config import KafkaSettings
+from engine.sinks import RDKAFKA_LOG
 from schemas.codec import RawBatch
 
 log = logging.getLogger("pulse.source")
@@ -109,13 +110,27 @@ def resolve_offset(resume: int, low: int, high: int, policy: str) -> tuple[int, 
 
 
 class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
-    def __init__(self, settings: KafkaSettings, topic: str, partition: int, resume_offset: int | None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        partition: int,
+        resume_offset: int | None,
+        idle_after_s: float = 5.0,
+    ) -> None:
         self._topic = topic
         self._partition = partition
+        # Event-time bookkeeping for the low watermark (see operators.watermark): the first call registers
+        # the partition; after `idle_after_s` with nothing to read and nothing left it reports idle.
+        self._registered = False
+        self._idle = False
+        self._idle_after = idle_after_s
+        self._last_data = time.monotonic()
         self._batch_size = settings.batch_size
         self._timeout = settings.poll_timeout_ms / 1000
         self._policy = settings.auto_offset_reset
-        self._consumer = Consumer(settings.consumer_config())
+        # librdkafka's own per-reconnect lines go through the filtered logger the producer uses too.
+        self._consumer = Consumer({"logger": RDKAFKA_LOG, **settings.consumer_config()})
         if resume_offset is None:
             self._next_offset = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
         else:
@@ -173,13 +188,15 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             if error is not None:
                 if error.fatal() or error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
                     raise KafkaException(error)
+                metrics.KAFKA_ERRORS.inc()
                 log.warning("kafka consumer: %s (retrying)", error)
                 continue
             values.append(message.value() or b"")
             offsets.append(message.offset() or 0)
             keys.append(message.key())
         if not values:
-            return []
+            return self._no_data()
+        self._registered, self._idle, self._last_data = True, False, time.monotonic()
         expected = self._next_offset
         if 0 <= expected < offsets[0]:
             # A gap is normal after compaction or transaction markers; a reset only if retention removed it.
@@ -188,6 +205,26 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 self._reset(expected, offsets[0], offsets[0] - expected, *marks)
         self._next_offset = offsets[-1] + 1
         return [RawBatch(self._topic, self._partition, values, offsets, keys)]
+
+    def _no_data(self) -> list[RawBatch]:
+        """An empty batch registers the partition (first call) or reports it idle (once, when caught up)."""
+        if not self._registered:
+            self._registered = True
+            return [RawBatch(self._topic, self._partition, [], [])]
+        if self._idle or time.monotonic() - self._last_data < self._idle_after:
+            return []
+        marks = self._watermarks(0)
+        if marks is None:
+            return []
+        low, high = marks
+        position = (
+            self._next_offset if self._next_offset >= 0 else (low if self._next_offset == OFFSET_BEGINNING else high)
+        )
+        if position < high:
+            self._last_data = time.monotonic()  # data left to read: not idle, ask again later
+            return []
+        self._idle = True
+        return [RawBatch(self._topic, self._partition, [], [], idle=True)]
 
     def snapshot(self) -> int:
         return self._next_offset
@@ -199,8 +236,9 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
 class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     """One bytewax partition per topic partition; offsets live in bytewax's recovery snapshots."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, idle_after_s: float = 5.0) -> None:
         self._settings = settings
+        self._idle_after_s = idle_after_s
 
     def list_parts(self) -> list[str]:
         topic = self._settings.input_topic
@@ -216,4 +254,4 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
         topic, _, partition = for_part.rpartition("#")
-        return _KafkaPartition(self._settings, topic, int(partition), resume_state)
+        return _KafkaPartition(self._settings, topic, int(partition), resume_state, self._idle_after_s)

@@ -7,7 +7,7 @@ from typing import Any
 
 from operators.state import UserState
 from schemas.codec import dumps, format_ts
-from schemas.outputs import OutputKind, Record
+from schemas.outputs import OutputKind, Record, record_id
 
 
 def alert_id(kind: str, user_id: str, anchor_ms: int) -> str:
@@ -46,6 +46,7 @@ def stage_changed(
 ) -> Record:
     doc = {
         "kind": "stage_changed",
+        "record_id": record_id("stage", user_id, field, after, ts),
         "user_id": user_id,
         "field": field,
         "from": before,
@@ -78,5 +79,15 @@ def erased_alert(kind: str, ident: str, user_id: str, ts: int) -> Record:
 def user_erased(user_id: str, ts: int) -> Record:
     """Tells downstream systems (messaging, CS tools) to delete what they hold about the person."""
     return Record(
-        OutputKind.LIFECYCLE, user_id, dumps({"kind": "user_erased", "user_id": user_id, "ts": format_ts(ts)}), ts
+        OutputKind.LIFECYCLE,
+        user_id,
+        dumps(
+            {
+                "kind": "user_erased",
+                "record_id": record_id("erased", user_id, ts),
+                "user_id": user_id,
+                "ts": format_ts(ts),
+            }
+        ),
+        ts,
     )

@@ -44,17 +44,24 @@ class Context:
     next_step: NextStep = lambda user, now: None
     # Whether the user's account subscription was paused at a time (from AccountNotices).
     account_paused: Paused = lambda user, now: False
+    # When the user's account subscription was last resumed (-1: never), from AccountNotices.
+    account_resumed: Callable[[UserState], int] = lambda user: -1
 
 
-def lapse_deadline(user: UserState, lapse: LapseModel) -> int:
-    """Day-granular, so it only moves on a new active day (one timer re-arm per day, not per event)."""
+def lapse_deadline(user: UserState, lapse: LapseModel, resumed: int = -1) -> int:
+    """Day-granular, so it only moves on a new active day (one timer re-arm per day, not per event).
+
+    After a resume of the account (`resumed`), the user gets one rhythm from it before a silence counts:
+    computed here from the account's history, so it does not depend on when the notice arrived.
+    """
     deadline = lapse.deadline(user)
     day_end = (user.last_active_day + 1) * DAY_MS
     deadline = day_end + math.ceil(max(deadline - user.last_active, 0) / DAY_MS) * DAY_MS
-    return max(deadline, user.cooldown_until)
+    after_resume = resumed + int(lapse.cadence_days(user) * DAY_MS) if resumed >= 0 else -1
+    return max(deadline, user.cooldown_until, after_resume)
 
 
-def next_timer(user: UserState, lapse: LapseModel, fired_at: int | None = None) -> int:
+def next_timer(user: UserState, lapse: LapseModel, fired_at: int | None = None, resumed: int = -1) -> int:
     """The next time something may change without an event: a daily rescore, or the lapse deadline."""
     if user.last_active < 0:
         return -1
@@ -63,7 +70,7 @@ def next_timer(user: UserState, lapse: LapseModel, fired_at: int | None = None) 
     step = int(lapse.rescore_days * DAY_MS)
     rescore = day_end if fired_at is None else max(day_end, fired_at + step)
     candidates = [rescore] if rescore <= horizon else []
-    deadline = lapse_deadline(user, lapse)
+    deadline = lapse_deadline(user, lapse, resumed)
     # A deadline at or before the timer that just fired was handled (or suppressed while paused).
     if not user.lapse_id and (fired_at is None or deadline > fired_at):
         candidates.append(deadline)
@@ -120,11 +127,14 @@ def after_event(
     ts, cause = event.ts, event.event_id
     if not user.engagement:
         _move(user_id, user, NEW, ts, cause, out)
-    if event.category is Category.ACTIVITY and user.lapse_id and ts >= user.lapse_at:
-        # The user is back: resolve the lapse (same id), say so, and hold off re-alerting for a while.
+    if event.category is Category.ACTIVITY and user.lapse_id and ts > user.lapse_anchor:
+        # The user is back: resolve the lapse (same id), say so, and hold off re-alerting for a while. An
+        # activity stamped during the silence that arrives after the alert fired (later than the allowed
+        # lateness) resolves it at once too: the silence was not real.
         silent = round((ts - user.lapse_anchor) / DAY_MS, 2)
         out.append(_alert("lapse", "resolved", user.lapse_id, user_id, user, ts, ctx, silent_days=silent))
-        back = alert_id("reactivated", user_id, ts)
+        # Anchored like the lapse it follows, so the id does not depend on which activity ended the silence.
+        back = alert_id("reactivated", user_id, user.lapse_anchor)
         out.append(_alert("reactivated", "firing", back, user_id, user, ts, ctx, silent_days=silent))
         user.lapse_id = ""
         user.cooldown_until = ts + int(ctx.lapse.cooldown_days * DAY_MS)
@@ -157,7 +167,7 @@ def after_event(
 def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[Any]) -> None:
     """A due timer: the passage of time re-scores the user, and a silence past the deadline is a lapse."""
     _score(user_id, user, now, None, ctx, out)
-    if user.lapse_id or user.last_active < 0 or now < lapse_deadline(user, ctx.lapse):
+    if user.lapse_id or user.last_active < 0 or now < lapse_deadline(user, ctx.lapse, ctx.account_resumed(user)):
         return
     if user.commercial == "paused" or ctx.account_paused(user, now):
         return  # no lapse alerts while the subscription is paused; resuming re-arms the timer

@@ -21,7 +21,7 @@ from operators.scoring import (
 )
 from operators.state import DAY_MS, UserState, render_profile
 from schemas.codec import dumps, format_ts
-from schemas.outputs import OutputKind, Record
+from schemas.outputs import OutputKind, Record, record_id
 
 ACCOUNT_COMPONENTS = ("user_health", "active_share", "not_at_risk", "team", "commercial")
 ACCOUNT_SHARES = (30.0, 35.0, 15.0, 10.0, 10.0)  # of 100
@@ -96,6 +96,7 @@ def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause
         return None
     doc = {
         "kind": "score_changed",
+        "record_id": record_id("score", user_id, as_of, cause),
         "user_id": user_id,
         "account_id": user.account_id,
         "ts": format_ts(as_of),
@@ -271,6 +272,7 @@ def evaluate_account(
         return None
     doc = {
         "kind": "account_health_changed",
+        "record_id": record_id("account", account_id, as_of, cause),
         "account_id": account_id,
         "ts": format_ts(as_of),
         **change,

@@ -14,6 +14,7 @@ from operators.health import ERASED, MOVED_IN, MOVED_OUT, MemberUpdate, render_u
 from operators.lapse import LapseModel
 from operators.scoring import Band, ScoreModel
 from operators.state import DAY_MS, UserState
+from operators.watermark import LowWatermark, Progress
 from schemas.events import Category, Event
 from schemas.outputs import Entity, ProfileWrite, Record
 
@@ -56,6 +57,16 @@ class ShardConfig:
     # An event this far ahead of its shard's event time moves only its own user until a second user's
     # events confirm the new time: one bad client clock cannot time out, release or prune anybody else.
     max_clock_jump_ms: int = 30 * DAY_MS
+    # Live: when every input partition is idle, the wall clock drives timers, but only while the data's
+    # event time is this close to it (a backfill of old history keeps event time).
+    wall_clock_max_lag_ms: int = 7 * 24 * HOUR_MS
+    # Live: every input partition (topic#partition), known up front so that one not yet polled — by a
+    # process of the cluster that starts later — holds event time back instead of being overlooked.
+    input_partitions: tuple[str, ...] = ()
+
+    @property
+    def lateness_ms(self) -> int:
+        return max(self.reorder_ms, self.timer_lag_ms)
 
     @property
     def erased_horizon_ms(self) -> int:
@@ -96,6 +107,8 @@ class Shard:
     lead_user: str = ""
     lead_ts: int = -1
     counters: Counters = field(default_factory=Counters)
+    # Live: every input partition's event-time progress (Progress notices from the decoders).
+    inputs: LowWatermark = field(default_factory=LowWatermark)
     prune_at: int = 4096
     # Users whose profile changed since the last flush (live mode); see flush_profiles.
     dirty: set[str] = field(default_factory=set)
@@ -122,7 +135,7 @@ class Shard:
         self._ctx = None
 
     def process(
-        self, events: Iterable[Event | AccountNotice], config: ShardConfig, wall_ms: int | None = None
+        self, events: Iterable[Event | AccountNotice | Progress], config: ShardConfig, wall_ms: int | None = None
     ) -> list[Output]:
         """Apply a batch; returns the outputs it causes (scores, member updates, erasures).
 
@@ -132,11 +145,22 @@ class Shard:
         seen = self.seen
         counters = self.counters
         reorder = config.reorder_ms
+        if config.input_partitions and not self.inputs.known:
+            for name in config.input_partitions:
+                self.inputs.observe(Progress(name, -1))
+        following = config.live_profiles and self.inputs.known
         outputs: list[Output] = []
         for event in events:
-            if isinstance(event, AccountNotice):
-                self._notice(event, config)
+            if event.__class__ is not Event:
+                if isinstance(event, AccountNotice):
+                    self._notice(event, config)
+                elif isinstance(event, Progress):
+                    self.inputs.observe(event)
+                    following = config.live_profiles
+                    if following:
+                        self.follow(config, wall_ms, outputs)
                 continue
+            assert isinstance(event, Event)
             key = (event.user_id, event.event_id)
             if key in seen:
                 counters.duplicates += 1
@@ -148,7 +172,17 @@ class Shard:
             elif ts < self.event_time - config.dedup_horizon_ms:
                 counters.beyond_dedup_horizon += 1
             counters.applied += 1
-            if reorder <= 0:
+            if reorder <= 0 and following:
+                # Live, following the inputs' low watermark: everybody's timers fire as it passes them (see
+                # _follow); before this event, only this user's own timers due before it fire, so their
+                # lapse at T is decided by their events before T, as in a replay.
+                user = self.users.get(event.user_id)
+                if user is not None and 0 <= user.timer_at <= ts - 1:
+                    self._advance_user(
+                        event.user_id, ts - 1 if wall_ms is None else min(ts - 1, wall_ms), config, outputs
+                    )
+                self._apply(event, config, outputs)
+            elif reorder <= 0:
                 timers = self.timers
                 # Checked inline: a call per event to find nothing due is the common case on the hot path.
                 if timers and timers[0][0] <= ts - 1:
@@ -162,11 +196,36 @@ class Shard:
                 self._apply(event, config, outputs)
             else:
                 heapq.heappush(self.pending, (ts, event.event_id, event))
-                frontier = self.event_time - reorder
-                self._release(frontier, frontier if wall_ms is None else min(frontier, wall_ms), config, outputs)
+                if not following:
+                    frontier = self.event_time - reorder
+                    self._release(frontier, frontier if wall_ms is None else min(frontier, wall_ms), config, outputs)
         if len(seen) >= self.prune_at:
             self._prune(config)
         return outputs
+
+    def live_frontier(self, config: ShardConfig, wall_ms: int | None) -> int:
+        """Live: the event time up to which timers fire (and held events are released).
+
+        The inputs' low watermark minus the allowed lateness. With every partition idle (all read to their
+        end): the wall clock minus the lateness while the data is recent (more may still come), else the
+        shard's own event time — a finished backfill fires exactly what a replay of it does at its end.
+        Never beyond the wall clock.
+        """
+        low = self.inputs.value
+        if low is not None:
+            frontier = low - config.lateness_ms
+        else:
+            recent = wall_ms is not None and wall_ms - self.inputs.newest <= config.wall_clock_max_lag_ms
+            frontier = wall_ms - config.lateness_ms if recent and wall_ms is not None else self.event_time
+        return frontier if wall_ms is None else min(frontier, wall_ms)
+
+    def follow(self, config: ShardConfig, wall_ms: int | None, outputs: list[Output]) -> None:
+        """Live: fire timers (release held events) up to the live frontier."""
+        frontier = self.live_frontier(config, wall_ms)
+        if config.reorder_ms > 0:
+            self._release(frontier, frontier, config, outputs)
+        else:
+            self.advance(frontier, config, outputs)
 
     def _observe(self, user_id: str, ts: int, jump: int) -> None:
         """Event time (what releases held events, fires timers and ages de-duplication ids) follows the
@@ -242,7 +301,18 @@ class Shard:
         self._arm(user_id, user, config, due)
 
     def _arm(self, user_id: str, user: UserState, config: ShardConfig, fired_at: int | None) -> None:
-        due = next_timer(user, config.lapse, fired_at)
+        resumed = self._account_resumed(user)
+        due = next_timer(user, config.lapse, fired_at, resumed)
+        if 0 <= due <= user.clock and (fired_at is None or fired_at < user.clock):
+            # A late event (or an account notice) must not send the user back in time: what was due before
+            # their clock was decided by the events before it. The next timer is the next one after the
+            # clock on the user's own daily grid, so timers stay the same whenever the re-arm happened.
+            day_end = (user.last_active_day + 1) * DAY_MS
+            step = max(int(config.lapse.rescore_days * DAY_MS), 1)
+            last = day_end + max(0, (user.clock - day_end) // step) * step
+            due = next_timer(user, config.lapse, last, resumed)
+            if 0 <= due <= user.clock:
+                due = last + step
         if due != user.timer_at:
             user.timer_at = due
             if due >= 0:
@@ -257,6 +327,7 @@ class Shard:
                 config.lapse,
                 lambda u, now: self._next_step(u, now, config),
                 self._account_paused,
+                self._account_resumed,
             )
         return context
 
@@ -267,13 +338,18 @@ class Shard:
             return
         insort(history, entry)
         if not notice.paused:
-            # Resumed: members here get one rhythm from the resume before a silence counts again.
+            # Resumed: members here get one rhythm from the resume before a silence counts again (_arm
+            # reads it from the history, so a member whose events arrive after the notice gets it too).
             for user_id, user in self.users.items():
                 if user.account_id == notice.account_id and user.last_active >= 0:
-                    resume = notice.ts + int(config.lapse.cadence_days(user) * DAY_MS)
-                    user.cooldown_until = max(user.cooldown_until, resume)
                     user.timer_at = -1
                     self._arm(user_id, user, config, None)
+
+    def _account_resumed(self, user: UserState) -> int:
+        """When the user's account was last resumed (-1: never): exact whatever the arrival order."""
+        history = self.account_pauses.get(user.account_id or "") if self.account_pauses else None
+        resumes = [ts for ts, paused in history or () if not paused]
+        return resumes[-1] if resumes else -1
 
     def _account_paused(self, user: UserState, now: int) -> bool:
         history = self.account_pauses.get(user.account_id or "")
@@ -391,9 +467,15 @@ class Shard:
         return writes
 
     def _prune(self, config: ShardConfig) -> None:
-        floor = self.event_time - config.dedup_horizon_ms
+        # Live, ids age with the slowest input partition: while a backlog is read at uneven speeds, a
+        # duplicate in a lagging partition is still caught.
+        base = self.event_time
+        low = self.inputs.value if config.live_profiles else None
+        if low is not None:
+            base = min(base, low)
+        floor = base - config.dedup_horizon_ms
         self.seen = {k: ts for k, ts in self.seen.items() if ts >= floor}
         self.prune_at = max(2 * len(self.seen), 4096)
         if self.erased:
-            floor = self.event_time - config.erased_horizon_ms
+            floor = base - config.erased_horizon_ms
             self.erased = {k: ts for k, ts in self.erased.items() if ts >= floor}

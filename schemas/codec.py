@@ -52,6 +52,9 @@ class RawBatch:
     values: list[bytes]
     offsets: list[int]
     keys: list[bytes | None] | None = None
+    # Kafka: the partition has had nothing to read for engine.timer_idle_ms (values is then empty), so it
+    # must not hold event time back. An empty batch that is not idle registers a partition with no data yet.
+    idle: bool = False
 
 
 class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+
+def record_id(kind: str, *about: object) -> str:
+    """A deterministic id for a score, account or lifecycle record, like `alert_id` for alerts: derived from
+    what the record says (whose, when, caused by what), so a copy re-emitted after a restart has the same
+    id and a consumer can drop it."""
+    text = "|".join(map(str, (kind, *about)))
+    return f"{kind}-{hashlib.blake2b(text.encode(), digest_size=10).hexdigest()}"
 
 
 class OutputKind(StrEnum):

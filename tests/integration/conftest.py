@@ -117,8 +117,13 @@ def produce(kafka: str, topic: str, messages: Sequence[tuple[bytes | None, bytes
         admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
     producer = Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all"})
     for key, value in messages:
-        producer.produce(topic, value, key)
-    assert producer.flush(30) == 0
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
 
 
 def consume_all(kafka: str, topic: str, expected: int, timeout: float = 60) -> list[Message]:
@@ -155,6 +160,12 @@ class PulseProcess:
         self.log = tmp / f"pulse-{uuid.uuid4().hex[:6]}.log"
         self.metrics_port = int(env.get("PULSE_METRICS_PORT", "0")) or free_port()
         full_env = {**os.environ, **env, "PULSE_METRICS_PORT": str(self.metrics_port)}
+        if "PULSE_ENGINE_RECOVERY_DIR" not in full_env:
+            # The default (.pulse/recovery under the cwd, the repo root here) would be shared by every test.
+            # A run of its own gets a fresh directory; the processes of a cluster must share one and would
+            # race to initialise it, so a cluster without an explicit directory runs without recovery.
+            cluster = "--addresses" in (args or []) or "-a" in (args or [])
+            full_env["PULSE_ENGINE_RECOVERY_DIR"] = "" if cluster else str(tmp / f"recovery-{self.log.stem}")
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "run", *(args or [])],

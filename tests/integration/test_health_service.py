@@ -66,13 +66,16 @@ def committed_input_offsets(recovery: Path) -> int:
     """Sum of the input offsets in bytewax's last committed snapshot (what a restart resumes from)."""
     total = 0
     for db in recovery.glob("part-*.sqlite3"):
-        with sqlite3.connect(db) as conn:
-            (commit,) = conn.execute("SELECT coalesce(min(commit_epoch), -1) FROM commits").fetchone()
-            rows = conn.execute(
-                "SELECT state_key, ser_change FROM snaps WHERE step_id = 'pulse.input' AND snap_epoch <= ? "
-                "ORDER BY snap_epoch",
-                (commit,),
-            ).fetchall()
+        try:
+            with sqlite3.connect(db) as conn:
+                (commit,) = conn.execute("SELECT coalesce(min(commit_epoch), -1) FROM commits").fetchone()
+                rows = conn.execute(
+                    "SELECT state_key, ser_change FROM snaps WHERE step_id = 'pulse.input' AND snap_epoch <= ? "
+                    "ORDER BY snap_epoch",
+                    (commit,),
+                ).fetchall()
+        except sqlite3.OperationalError:
+            return -1  # bytewax is still creating its tables: nothing committed yet
         latest = {key: pickle.loads(blob) for key, blob in rows}
         total += sum(max(0, offset) for offset in latest.values())
     return total

@@ -218,7 +218,8 @@ def test_return_resolves_the_lapse_and_reactivates(
     assert (resolved["kind"], resolved["status"]) == ("lapse", "resolved")
     assert resolved["alert_id"] == firing["alert_id"]
     assert (reactivated["kind"], reactivated["status"]) == ("reactivated", "firing")
-    assert reactivated["alert_id"] == alert_id("reactivated", "u", resolved_at)
+    # Anchored on the last activity before the silence, like the lapse: whichever activity ends it.
+    assert reactivated["alert_id"] == alert_id("reactivated", "u", _at(19))
     assert reactivated["alert_id"] != firing["alert_id"]
     assert resolved["ts"] == reactivated["ts"] == _iso(resolved_at)
     assert resolved["silent_days"] == round((resolved_at - _at(19)) / DAY_MS, 2)
@@ -503,7 +504,7 @@ def test_commercial_transitions_carry_their_details(
     docs = [d for d in _docs(records, OutputKind.LIFECYCLE) if d["field"] == "commercial"]
     assert len(docs) == len(expected)
     for i, (doc, (before, after, extra)) in enumerate(zip(docs, expected, strict=True)):
-        base = {"kind", "user_id", "field", "from", "to", "ts", "cause_event_id"}
+        base = {"kind", "record_id", "user_id", "field", "from", "to", "ts", "cause_event_id"}
         assert set(doc) == base | set(extra)
         assert (doc["from"], doc["to"], doc["user_id"]) == (before, after, "u")
         assert {k: doc[k] for k in extra} == extra

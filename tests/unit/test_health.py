@@ -47,6 +47,7 @@ SCORE_FIELDS = {
     "reasons",
     "cause_event_id",
     "model",
+    "record_id",
 }
 
 

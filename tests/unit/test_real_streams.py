@@ -14,7 +14,7 @@ from operators.health import MemberUpdate, render_user
 from operators.shard import HOLD_ALL, Output, Shard, ShardConfig
 from schemas.codec import format_ts, loads
 from schemas.events import Event
-from schemas.outputs import Entity, OutputKind, ProfileWrite, Record
+from schemas.outputs import Entity, OutputKind, ProfileWrite, Record, record_id
 from tests.factories import DAY_MS, day_ts, make_event
 
 HOUR_MS = 3_600_000
@@ -190,7 +190,10 @@ def test_erasure_closes_open_alerts_and_tells_downstream() -> None:
         assert alert["ts"] == format_ts(day_ts(20))
         assert (alert["account_id"], alert["last_seen"], alert["score"], alert["band"]) == (None, None, None, None)
     erased = [r for r in _records(outputs, OutputKind.LIFECYCLE) if r["kind"] == "user_erased"]
-    assert erased == [{"kind": "user_erased", "user_id": "ann", "ts": format_ts(day_ts(20))}]
+    assert [{k: v for k, v in r.items() if k != "record_id"} for r in erased] == [
+        {"kind": "user_erased", "user_id": "ann", "ts": format_ts(day_ts(20))}
+    ]
+    assert erased[0]["record_id"] == record_id("erased", "ann", day_ts(20))
     assert "ann" not in shard.users
     assert ProfileWrite(Entity.USER, "ann", None) in outputs
 

@@ -1,0 +1,236 @@
+"""`pulse restore-profiles`: rebuild the Redis profile hashes from the compacted profile topics.
+
+The tables (`topics.profiles`, `topics.account_profiles`) hold what LiveSink wrote to Redis: key = user or
+account id, value = the profile JSON, a null value = a tombstone (erasure). Reading them from the beginning
+to their current end and keeping the latest value per key gives back every hash exactly as it was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from engine import metrics
+from engine.config import Settings
+from engine.sinks import RDKAFKA_LOG, ProfileOp, ProfileStore, redis_fields, redis_key
+from schemas.codec import loads
+from schemas.outputs import Entity
+
+log = logging.getLogger("pulse.restore")
+WATERMARK_PATIENCE_S = 15.0  # a topic created a moment ago may not have partition leaders yet
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    users: int  # hashes written
+    accounts: int
+    tombstones: int  # keys whose latest value is a tombstone: deleted
+    records: int  # messages read from both tables
+    seconds: float
+
+    def line(self, store: ProfileStore) -> str:
+        return (
+            f"pulse: restored {self.users} user and {self.accounts} account profile(s) into Redis {store.where} "
+            f"(prefix {store.settings.key_prefix!r}); {self.tombstones} tombstone(s) deleted; "
+            f"{self.records} record(s) read in {self.seconds:.1f}s"
+        )
+
+
+class _Progress:
+    """A line on stderr at most every `every` seconds, so a long restore shows it is moving."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._start = clock()
+        self._next = self._start + every
+
+    def update(self, what: str, count: int) -> None:
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            rate = count / max(now - self._start, 1e-9)
+            print(f"pulse: restore-profiles: {count:,} {what} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer(
+        {
+            **settings.kafka.client_config(),
+            # assign() only: the group is never joined or committed.
+            "group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": lambda error: metrics.KAFKA_ERRORS.inc(),
+            "logger": RDKAFKA_LOG,
+        }
+    )
+
+
+def _extents(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    """(low, high) offsets of each partition of `topic`; {} when the topic does not exist."""
+    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        return {}
+    extents: dict[int, tuple[int, int]] = {}
+    for partition in sorted(meta.partitions):
+        deadline = time.monotonic() + WATERMARK_PATIENCE_S
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                extents[partition] = (int(low), int(high))
+                break
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+    return extents
+
+
+def table_has_data(settings: Settings) -> bool:
+    """Whether either profile table holds at least one message."""
+    consumer = _consumer(settings)
+    try:
+        for topic in (settings.topics.profiles, settings.topics.account_profiles):
+            if any(high > low for low, high in _extents(consumer, topic).values()):
+                return True
+        return False
+    finally:
+        consumer.close()
+
+
+def read_table(
+    settings: Settings, topic: str, progress: _Progress | None = None, already: int = 0
+) -> tuple[dict[bytes, Any], int]:
+    """The latest value per key of `topic`, read from the beginning to the end offsets of now (later
+    writes are not waited for), and the number of messages read. Tombstones are kept as None."""
+    consumer = _consumer(settings)
+    latest: dict[bytes, Any] = {}
+    read = 0
+    try:
+        ends = {p: high for p, (low, high) in _extents(consumer, topic).items() if high > low}
+        if not ends:
+            return latest, 0
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        # Compaction leaves gaps in offsets; a partition is done once the consumer is past its end offset.
+        pending = set(ends)
+        while pending:
+            messages = consumer.consume(1000, 0.5)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal() or error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                        raise KafkaException(error)
+                    metrics.KAFKA_ERRORS.inc()
+                    log.warning("kafka consumer %s: %s (retrying)", topic, error)
+                    continue
+                partition = message.partition() or 0
+                offset = message.offset() or 0
+                if partition not in pending or offset >= ends[partition]:
+                    continue  # written after we started: the live service handles it
+                read += 1
+                key = message.key()
+                if key is not None:
+                    latest[key] = message.value()
+                if offset + 1 >= ends[partition]:
+                    pending.discard(partition)
+            if not messages and pending:
+                positions = consumer.position([TopicPartition(topic, p) for p in pending])
+                pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+            if progress is not None:
+                progress.update("records read", already + read)
+        return latest, read
+    finally:
+        consumer.close()
+
+
+def _ops(settings: Settings, entity: Entity, table: dict[bytes, Any]) -> Iterator[ProfileOp]:
+    for key, value in table.items():
+        # Exactly what LiveSink writes: the table holds dumps(fields), Redis holds redis_fields(fields).
+        yield redis_key(settings.redis, entity, key.decode()), None if value is None else redis_fields(loads(value))
+
+
+def restore_profiles(settings: Settings, store: ProfileStore, progress_every: float = 5.0) -> RestoreResult:
+    """Writes every profile of both tables to Redis (tombstones delete), in pipelines of
+    `redis.pipeline_size`, riding out Redis outages like the live sink does."""
+    started = time.monotonic()
+    progress = _Progress(progress_every)
+    counts = {Entity.USER: 0, Entity.ACCOUNT: 0}
+    tombstones = 0
+    records = 0
+    written = 0
+    size = store.settings.pipeline_size
+    for entity in (Entity.USER, Entity.ACCOUNT):
+        table, read = read_table(settings, settings.topics.for_profiles(entity), progress, records)
+        records += read
+        chunk: list[ProfileOp] = []
+        for op in _ops(settings, entity, table):
+            chunk.append(op)
+            if op[1] is None:
+                tombstones += 1
+            else:
+                counts[entity] += 1
+            if len(chunk) >= size:
+                store.write(chunk)
+                written += len(chunk)
+                chunk = []
+                progress.update("hashes written", written)
+        if chunk:
+            store.write(chunk)
+            written += len(chunk)
+        del table
+    return RestoreResult(counts[Entity.USER], counts[Entity.ACCOUNT], tombstones, records, time.monotonic() - started)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def redis_has_profiles(store: ProfileStore) -> bool:
+    """Whether Redis holds any key under `{prefix}:` (retried while Redis is unreachable)."""
+    pattern = f"{_glob_escape(store.settings.key_prefix)}:*"
+
+    def any_key() -> bool:
+        return next(iter(store.client.scan_iter(match=pattern, count=1000)), None) is not None
+
+    return store.call(any_key)
+
+
+def restore_if_empty(settings: Settings) -> RestoreResult | None:
+    """`pulse run` at start: Redis came back empty (no key under the prefix) while the profile tables are not
+    empty, so the profiles are restored from the tables before the dataflow writes anything."""
+    store = ProfileStore(settings.redis)
+    try:
+        if redis_has_profiles(store) or not table_has_data(settings):
+            return None
+        print(
+            f"pulse: Redis {store.where} holds no key under {settings.redis.key_prefix!r} but "
+            f"the profile tables ({settings.topics.profiles}, {settings.topics.account_profiles}) are not: "
+            "restoring the profiles from them first",
+            file=sys.stderr,
+            flush=True,
+        )
+        result = restore_profiles(settings, store)
+        print(result.line(store), file=sys.stderr, flush=True)
+        return result
+    finally:
+        store.close()
+
+
+def run_restore(settings: Settings) -> RestoreResult:
+    """`pulse restore-profiles`: restore, print the one-line summary."""
+    store = ProfileStore(settings.redis)
+    try:
+        result = restore_profiles(settings, store)
+        print(result.line(store), file=sys.stderr, flush=True)
+        return result
+    finally:
+        store.close()

@@ -1,0 +1,138 @@
+"""`pulse run` catching up on a backlog in a 4-partition topic gives exactly what a replay gives."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from engine.config import load_settings
+from engine.generator import GeneratorConfig, generate
+from engine.replay import replay
+from schemas.codec import loads, parse_ts
+from tests.integration.conftest import Names, PulseProcess, produce, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+DAY_MS = 86_400_000
+PARTITIONS = 4
+
+
+def keyed(lines: list[bytes]) -> list[tuple[bytes | None, bytes]]:
+    """Keyed by user id, as the input contract recommends; malformed lines unkeyed."""
+    messages: list[tuple[bytes | None, bytes]] = []
+    for line in lines:
+        try:
+            messages.append((str(loads(line)["user_id"]).encode(), line))
+        except Exception:
+            messages.append((None, line))
+    return messages
+
+
+def alert_set(docs: list[dict[str, Any]], before_ms: int) -> set[tuple[str, str, str]]:
+    return {(d["alert_id"], d["kind"], d["status"]) for d in docs if parse_ts(d["ts"]) < before_ms}
+
+
+def redis_profiles(client: redis.Redis, prefix: str, entity: str) -> dict[str, dict[str, Any]]:
+    """Every profile hash under the prefix, decoded back to the JSON a replay writes."""
+    found: dict[str, dict[str, Any]] = {}
+    for key in client.scan_iter(f"{prefix}:{entity}:*", count=1000):
+        stored: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+        doc: dict[str, Any] = {}
+        for field, value in stored.items():
+            try:
+                doc[field.decode()] = loads(value)
+            except Exception:
+                doc[field.decode()] = value.decode()  # strings are stored as they are
+        found[key.decode().split(":", 2)[2]] = doc
+    return found
+
+
+def profile_diff(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) -> list[str]:
+    """Up to five differences, for a failure message a person can act on."""
+    out = [f"missing {u}" for u in sorted(set(expected) - set(actual))][:5]
+    out += [f"extra {u}" for u in sorted(set(actual) - set(expected))][:5]
+    for user in sorted(set(actual) & set(expected)):
+        fields = {
+            k for k in actual[user].keys() | expected[user].keys() if actual[user].get(k) != expected[user].get(k)
+        }
+        out += [f"{user}.{k}: live {actual[user].get(k)!r} != replay {expected[user].get(k)!r}" for k in sorted(fields)]
+    return out[:8]
+
+
+def settle(
+    read: Callable[[], dict[str, dict[str, Any]]], expected: dict[str, dict[str, Any]], runs: list[Any]
+) -> list[str]:
+    """Wait (with a deadline) until the profiles read equal the expected ones; the remaining differences."""
+    deadline = time.monotonic() + 120
+    while True:
+        for run in runs:
+            run.assert_alive()
+        diff = profile_diff(read(), expected)
+        if not diff or time.monotonic() > deadline:
+            return diff
+        time.sleep(1)
+
+
+def replayed(lines: list[bytes], tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], int]:
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    replay(tmp_path / "in.jsonl", tmp_path / "out", load_settings(None, env={}))
+    out = tmp_path / "out"
+    alerts = [loads(x) for x in (out / "alerts.jsonl").read_bytes().splitlines()]
+    profiles = {p["user_id"]: p for p in map(loads, (out / "profiles.jsonl").read_bytes().splitlines())}
+    last = max(parse_ts(p["last_seen"]) for p in profiles.values())
+    return alerts, profiles, last
+
+
+def test_catch_up_on_a_backlog_equals_the_replay(
+    kafka: str, names: Names, pulse_run: Callable[..., PulseProcess], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    lines = list(generate(GeneratorConfig(users=320, accounts=40, days=60, seed=21)))
+    assert len(lines) >= 30_000
+    produce(kafka, names.topic("events"), keyed(lines), partitions=PARTITIONS)  # the backlog, before the run
+    expected_alerts, expected_profiles, last = replayed(lines, tmp_path)
+    assert len(expected_profiles) >= 300
+
+    service = pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "1000", "PULSE_ENGINE_PROFILE_FLUSH_MS": "200"})
+    wait_for(lambda: service.metrics().get("pulse_events_in_total") == len(lines), 120, "the backlog read")
+
+    settled = last - DAY_MS
+    assert settle(lambda: redis_profiles(redis_client, names.run, "user"), expected_profiles, [service]) == []
+    live_alerts = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))]
+    assert len(alert_set(expected_alerts, settled)) > 100
+    assert alert_set(live_alerts, settled) == alert_set(expected_alerts, settled)
+
+
+def test_two_processes_give_what_one_gives(
+    kafka: str, names: Names, pulse_run: Callable[..., PulseProcess], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from tests.integration.conftest import free_port
+
+    lines = list(generate(GeneratorConfig(users=320, accounts=40, days=45, seed=22)))
+    produce(kafka, names.topic("events"), keyed(lines), partitions=PARTITIONS)
+    expected_alerts, expected_profiles, last = replayed(lines, tmp_path)
+    env = {**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "1000", "PULSE_ENGINE_PROFILE_FLUSH_MS": "200"}
+    single = pulse_run(env)
+    # The same input through a two-process bytewax cluster, writing to its own topics and keys.
+    cluster_env = {
+        **env,
+        "PULSE_REDIS_KEY_PREFIX": f"{names.run}c",
+        "PULSE_TOPICS_ALERTS": f"{names.run}-calerts",
+        "PULSE_TOPICS_PROFILES": f"{names.run}-cprofiles",
+        "PULSE_TOPICS_ACCOUNT_PROFILES": f"{names.run}-caccount-profiles",
+    }
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    cluster = [pulse_run(cluster_env, ["--process-id", str(i), "--addresses", addresses]) for i in (0, 1)]
+
+    settled = last - DAY_MS
+    for prefix, runs in ((names.run, [single]), (f"{names.run}c", cluster)):
+        diff = settle(functools.partial(redis_profiles, redis_client, prefix, "user"), expected_profiles, runs)
+        assert diff == [], f"{prefix}: " + "; ".join(diff)
+    one = alert_set([loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))], settled)
+    two = alert_set([loads(m.value() or b"") for m in read_topic(kafka, f"{names.run}-calerts")], settled)
+    assert len(one) > 100
+    assert one == two == alert_set(expected_alerts, settled)

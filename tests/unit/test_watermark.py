@@ -1,0 +1,129 @@
+"""The low watermark over input partitions, and live timers that follow it: live gives what replay gives."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.generator import GeneratorConfig, write_jsonl
+from operators.shard import HOLD_ALL, Output, Shard, ShardConfig
+from operators.watermark import LowWatermark, Progress
+from schemas.codec import decode, loads
+from schemas.events import Event, Origin, Vocabulary
+from schemas.outputs import OutputKind, Record
+from tests.factories import DAY_MS, day_ts, make_event
+
+HOUR_MS = 3_600_000
+LIVE = ShardConfig(live_profiles=True, timer_lag_ms=HOUR_MS)
+REPLAY = ShardConfig(reorder_ms=HOUR_MS, account_reorder_ms=HOLD_ALL)
+
+
+@pytest.mark.parametrize(
+    ("notices", "value", "newest"),
+    [
+        pytest.param([], None, -1, id="nothing-known"),
+        pytest.param([Progress("p0", -1)], -1, -1, id="registered-holds-at-minus-one"),
+        pytest.param([Progress("p0", 50), Progress("p1", 20)], 20, 50, id="the-slowest-partition"),
+        pytest.param([Progress("p0", 50), Progress("p1", 20), Progress("p1", 10)], 20, 50, id="never-goes-back"),
+        pytest.param([Progress("p0", 50), Progress("p1", 20, idle=True)], 50, 50, id="idle-does-not-hold-back"),
+        pytest.param([Progress("p0", 50, idle=True), Progress("p1", 20, idle=True)], None, 50, id="all-idle"),
+        pytest.param(
+            [Progress("p0", 50), Progress("p1", 20, idle=True), Progress("p1", 30)], 30, 50, id="idle-then-reads-again"
+        ),
+    ],
+)
+def test_low_watermark(notices: list[Progress], value: int | None, newest: int) -> None:
+    mark = LowWatermark()
+    for notice in notices:
+        mark.observe(notice)
+    assert (mark.value, mark.newest) == (value, newest)
+
+
+def _alerts(outputs: Sequence[Output]) -> list[dict[str, Any]]:
+    return [loads(o.value) for o in outputs if isinstance(o, Record) and o.kind is OutputKind.ALERTS]
+
+
+def _daily(user: str, days: range) -> list[Event]:
+    return [make_event(event_id=f"{user}-{d}", user_id=user, ts=day_ts(d)) for d in days]
+
+
+def test_a_slow_partition_holds_every_timer_back() -> None:
+    shard = Shard()
+    wall = day_ts(100)
+    shard.process([Progress("p1", -1)], LIVE, wall)  # registered, nothing read yet
+    shard.process([*_daily("dora", range(0, 10)), *_daily("bob", range(0, 30)), Progress("p0", day_ts(29))], LIVE, wall)
+    assert not [a for a in _alerts(shard.process([], LIVE, wall)) if a["user_id"] == "dora"]
+    outputs = shard.process([Progress("p1", -1, idle=True)], LIVE, wall)  # p1 had nothing: it stops counting
+    assert [(a["user_id"], a["kind"]) for a in _alerts(outputs) if a["kind"] == "lapse"] == [("dora", "lapse")]
+
+
+def test_a_users_own_timer_fires_before_their_next_event() -> None:
+    # dora's lapse is due on day 14; her next event (day 14, 00:30) arrives before the watermark has passed
+    # the deadline by the allowed lateness. Replay fires the lapse and resolves it: live must too.
+    back = make_event(event_id="back", user_id="dora", ts=day_ts(14, hour=0) + 30 * 60_000)
+    events = [*_daily("dora", range(0, 10)), back]
+    live = Shard()
+    outputs = live.process([Progress("p0", -1), *events[:-1], Progress("p0", day_ts(9))], LIVE, day_ts(100))
+    outputs += live.process([back, Progress("p0", back.ts)], LIVE, day_ts(100))
+    replay = Shard()
+    replayed = replay.process(events, REPLAY) + replay.drain(REPLAY)
+    ids = [(a["alert_id"], a["status"]) for a in _alerts(outputs)]
+    assert ids == [(a["alert_id"], a["status"]) for a in _alerts(replayed)]
+    assert [a["kind"] for a in _alerts(outputs)][-3:] == ["lapse", "lapse", "reactivated"]
+
+
+def test_an_activity_from_the_silence_arriving_after_the_lapse_resolves_it() -> None:
+    shard = Shard()
+    shard.process([Progress("p0", -1), *_daily("dora", range(0, 10)), Progress("p0", day_ts(30))], LIVE, day_ts(100))
+    late = make_event(event_id="late", user_id="dora", ts=day_ts(11))  # stamped before the deadline
+    alerts = _alerts(shard.process([late], LIVE, day_ts(100)))
+    assert [(a["kind"], a["status"]) for a in alerts] == [("lapse", "resolved"), ("reactivated", "firing")]
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
+    path: Path = tmp_path_factory.mktemp("stream") / "events.jsonl"
+    write_jsonl(path, GeneratorConfig(users=120, accounts=15, days=45, seed=3, malformed_rate=0.0))
+    vocab, origin = Vocabulary(), Origin("f", -1, 0)
+    decoded = [decode(line, origin, vocab) for line in path.read_bytes().splitlines() if line.strip()]
+    return [e for e in decoded if isinstance(e, Event)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_live_over_four_partitions_fires_what_replay_fires(stream: list[Event], seed: int) -> None:
+    """A backlog in 4 partitions (keyed by user) read at uneven speeds, as after an outage."""
+    partitions: list[list[Event]] = [[] for _ in range(4)]
+    for event in stream:
+        partitions[zlib.crc32(event.user_id.encode()) % 4].append(event)
+    rng = random.Random(seed)
+    live, outputs, wall = Shard(), [], stream[-1].ts + 90 * DAY_MS
+    outputs += live.process([Progress(f"p{p}", -1) for p in range(4)], LIVE, wall)
+    cursors = [0, 0, 0, 0]
+    while any(c < len(part) for c, part in zip(cursors, partitions, strict=True)):
+        p = rng.randrange(4)
+        chunk = partitions[p][cursors[p] : cursors[p] + rng.randrange(1, 400)]
+        cursors[p] += len(chunk)
+        if chunk:
+            outputs += live.process([*chunk, Progress(f"p{p}", max(e.ts for e in chunk))], LIVE, wall)
+    outputs += live.process([Progress(f"p{p}", -1, idle=True) for p in range(4)], LIVE, wall)
+
+    replay = Shard()
+    replayed = replay.process(sorted(stream, key=lambda e: e.ts), REPLAY) + replay.drain(REPLAY)
+    settled = stream[-1].ts - DAY_MS
+
+    def alert_set(out: list[Output]) -> set[tuple[str, str, str]]:
+        return {(a["alert_id"], a["kind"], a["status"]) for a in _alerts(out) if a["ts"] < _iso(settled)}
+
+    assert len(alert_set(replayed)) > 50
+    assert alert_set(outputs) == alert_set(replayed)
+
+
+def _iso(ms: int) -> str:
+    from schemas.codec import format_ts
+
+    return format_ts(ms)
