@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from engine import metrics
 from engine.config import Settings
 from engine.sinks import RDKAFKA_LOG, ProfileOp, ProfileStore, redis_fields, redis_key
+from engine.sources import consumer_error
 from schemas.codec import loads
 from schemas.outputs import Entity
 
@@ -127,10 +128,7 @@ def read_table(
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.fatal() or error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                        raise KafkaException(error)
-                    metrics.KAFKA_ERRORS.inc()
-                    log.warning("kafka consumer %s: %s (retrying)", topic, error)
+                    consumer_error(error, topic)
                     continue
                 partition = message.partition() or 0
                 offset = message.offset() or 0

@@ -109,6 +109,14 @@ def resolve_offset(resume: int, low: int, high: int, policy: str) -> tuple[int, 
     return offset, max(0, offset - resume)
 
 
+def consumer_error(error: KafkaError, topic: str) -> None:
+    """A consumer error: fatal ones (and a denied topic) raise; transient ones are counted and logged."""
+    if error.fatal() or error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        raise KafkaException(error)
+    metrics.KAFKA_ERRORS.inc()
+    log.warning("kafka consumer %s: %s (retrying)", topic, error)
+
+
 class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
     def __init__(
         self,
@@ -186,10 +194,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal() or error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                    raise KafkaException(error)
-                metrics.KAFKA_ERRORS.inc()
-                log.warning("kafka consumer: %s (retrying)", error)
+                consumer_error(error, self._topic)
                 continue
             values.append(message.value() or b"")
             offsets.append(message.offset() or 0)

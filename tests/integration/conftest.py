@@ -62,6 +62,18 @@ def redis_client() -> Iterator[redis.Redis]:
     client.close()
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM a process we started (by its pid), SIGKILL it if it does not end within 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,15 +207,9 @@ class PulseProcess:
             pytest.fail(f"pulse run exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        returncode = stop_process(self.proc)
         self._log_file.close()
-        return self.proc.returncode
+        return returncode
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.conftest import ROOT, free_port, wait_for
+from tests.integration.conftest import ROOT, free_port, stop_process, wait_for
 
 
 class RedisServer:
@@ -56,13 +56,8 @@ class RedisServer:
         wait_for(answers, 30, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.client.close()  # its pooled connections point at the old process
 
 
