@@ -9,11 +9,11 @@ from pathlib import Path
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from engine import metrics
-from engine.config import Settings
+from engine.config import EngineSettings, Settings
 from engine.flow import build_flow, flow_config
 from engine.restore import restore_if_empty
 from engine.sinks import LiveSink
@@ -56,11 +56,28 @@ def ensure_topics(settings: Settings) -> list[str]:
     return [t.topic for t in missing]
 
 
-def recovery_config(settings: Settings, partitions: int) -> RecoveryConfig | None:
+def recovery_path(settings: Settings) -> Path | None:
+    """Where `pulse run` snapshots. The default directory gets one subdirectory per input topic
+    *incarnation* (name + Kafka topic id): a run over another topic, or over a topic deleted and created
+    again, never resumes someone else's state. An explicit `engine.recovery_dir` is used as it is."""
     directory = settings.engine.recovery_dir
     if not directory:
         return None
-    path = Path(directory)
+    if directory != EngineSettings().recovery_dir:
+        return Path(directory)
+    topic = settings.kafka.input_topic
+    try:
+        admin = AdminClient(dict(settings.kafka.client_config()))
+        described = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=30)
+        topic_id = str(described.topic_id).replace("/", "_").replace("+", "-")  # base64: path-safe
+        return Path(directory) / f"{topic}-{topic_id}"
+    except KafkaException:
+        return Path(directory) / topic
+
+
+def recovery_config(path: Path | None, partitions: int) -> RecoveryConfig | None:
+    if path is None:
+        return None
     if not any(path.glob("part-*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
         init_db_dir(path, partitions)  # type: ignore[no-untyped-call]
@@ -79,9 +96,10 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
             flush=True,
         )
     processes = len(addresses) if addresses else 1
-    recovery = recovery_config(settings, max(processes, 1))
+    recovery_dir = recovery_path(settings)
+    recovery = recovery_config(recovery_dir, max(processes, 1))
     if recovery is not None:
-        where = Path(settings.engine.recovery_dir).resolve()
+        where = recovery_dir.resolve() if recovery_dir is not None else None
         every = settings.engine.snapshot_interval_seconds
         print(f"pulse: snapshots to {where} every {every:g}s (engine.recovery_dir)", file=sys.stderr, flush=True)
     else:
