@@ -94,23 +94,37 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> list[Event]:
     return [e for e in decoded if isinstance(e, Event)]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_live_over_four_partitions_fires_what_replay_fires(stream: list[Event], seed: int) -> None:
-    """A backlog in 4 partitions (keyed by user) read at uneven speeds, as after an outage."""
+LIVE_ORDERED = ShardConfig(live_profiles=True, reorder_ms=HOUR_MS)
+
+
+@pytest.mark.parametrize(
+    ("seed", "keyed", "config"),
+    [
+        pytest.param(1, True, LIVE, id="keyed-seed-1"),
+        pytest.param(2, True, LIVE, id="keyed-seed-2"),
+        pytest.param(3, True, LIVE, id="keyed-seed-3"),
+        # Unkeyed input spreads a user over partitions: exact only with engine.reorder_live (README).
+        pytest.param(4, False, LIVE_ORDERED, id="unkeyed-reorder-live"),
+    ],
+)
+def test_live_over_four_partitions_fires_what_replay_fires(
+    stream: list[Event], seed: int, keyed: bool, config: ShardConfig
+) -> None:
+    """A backlog in 4 partitions read at uneven speeds, as after an outage."""
     partitions: list[list[Event]] = [[] for _ in range(4)]
-    for event in stream:
-        partitions[zlib.crc32(event.user_id.encode()) % 4].append(event)
     rng = random.Random(seed)
+    for event in stream:
+        partitions[zlib.crc32(event.user_id.encode()) % 4 if keyed else rng.randrange(4)].append(event)
     live, outputs, wall = Shard(), [], stream[-1].ts + 90 * DAY_MS
-    outputs += live.process([Progress(f"p{p}", -1) for p in range(4)], LIVE, wall)
+    outputs += live.process([Progress(f"p{p}", -1) for p in range(4)], config, wall)
     cursors = [0, 0, 0, 0]
     while any(c < len(part) for c, part in zip(cursors, partitions, strict=True)):
         p = rng.randrange(4)
         chunk = partitions[p][cursors[p] : cursors[p] + rng.randrange(1, 400)]
         cursors[p] += len(chunk)
         if chunk:
-            outputs += live.process([*chunk, Progress(f"p{p}", max(e.ts for e in chunk))], LIVE, wall)
-    outputs += live.process([Progress(f"p{p}", -1, idle=True) for p in range(4)], LIVE, wall)
+            outputs += live.process([*chunk, Progress(f"p{p}", max(e.ts for e in chunk))], config, wall)
+    outputs += live.process([Progress(f"p{p}", -1, idle=True) for p in range(4)], config, wall)
 
     replay = Shard()
     replayed = replay.process(sorted(stream, key=lambda e: e.ts), REPLAY) + replay.drain(REPLAY)
