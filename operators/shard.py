@@ -71,7 +71,7 @@ class ShardConfig:
     @property
     def erased_horizon_ms(self) -> int:
         """How long an erasure is remembered: as long as an event from before it could still arrive."""
-        return self.dedup_horizon_ms + max(self.reorder_ms, self.timer_lag_ms)
+        return self.dedup_horizon_ms + self.lateness_ms
 
 
 _DEFAULT_CONFIG = ShardConfig()
@@ -151,7 +151,7 @@ class Shard:
         following = config.live_profiles and self.inputs.known
         outputs: list[Output] = []
         for event in events:
-            if event.__class__ is not Event:
+            if not isinstance(event, Event):
                 if isinstance(event, AccountNotice):
                     self._notice(event, config)
                 elif isinstance(event, Progress):
@@ -160,7 +160,6 @@ class Shard:
                     if following:
                         self.follow(config, wall_ms, outputs)
                 continue
-            assert isinstance(event, Event)
             key = (event.user_id, event.event_id)
             if key in seen:
                 counters.duplicates += 1

@@ -78,6 +78,23 @@ def settle(
         time.sleep(1)
 
 
+LIVE_ENV = {"PULSE_ENGINE_TIMER_IDLE_MS": "1000", "PULSE_ENGINE_PROFILE_FLUSH_MS": "200"}
+
+
+def assert_equals_replay(
+    client: redis.Redis, kafka: str, prefix: str, alerts_topic: str, runs: list[PulseProcess], expected: Any
+) -> set[tuple[str, str, str]]:
+    """Every profile under `prefix` and every alert due a day before the end equal the replay's."""
+    expected_alerts, expected_profiles, last = expected
+    diff = settle(functools.partial(redis_profiles, client, prefix, "user"), expected_profiles, runs)
+    assert diff == [], f"{prefix}: " + "; ".join(diff)
+    settled = last - DAY_MS
+    live = alert_set([loads(m.value() or b"") for m in read_topic(kafka, alerts_topic)], settled)
+    assert len(alert_set(expected_alerts, settled)) > 100
+    assert live == alert_set(expected_alerts, settled)
+    return live
+
+
 def replayed(lines: list[bytes], tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], int]:
     (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     replay(tmp_path / "in.jsonl", tmp_path / "out", load_settings(None, env={}))
@@ -94,17 +111,12 @@ def test_catch_up_on_a_backlog_equals_the_replay(
     lines = list(generate(GeneratorConfig(users=320, accounts=40, days=60, seed=21)))
     assert len(lines) >= 30_000
     produce(kafka, names.topic("events"), keyed(lines), partitions=PARTITIONS)  # the backlog, before the run
-    expected_alerts, expected_profiles, last = replayed(lines, tmp_path)
-    assert len(expected_profiles) >= 300
+    expected = replayed(lines, tmp_path)
+    assert len(expected[1]) >= 300
 
-    service = pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "1000", "PULSE_ENGINE_PROFILE_FLUSH_MS": "200"})
+    service = pulse_run({**names.env, **LIVE_ENV})
     wait_for(lambda: service.metrics().get("pulse_events_in_total") == len(lines), 120, "the backlog read")
-
-    settled = last - DAY_MS
-    assert settle(lambda: redis_profiles(redis_client, names.run, "user"), expected_profiles, [service]) == []
-    live_alerts = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))]
-    assert len(alert_set(expected_alerts, settled)) > 100
-    assert alert_set(live_alerts, settled) == alert_set(expected_alerts, settled)
+    assert_equals_replay(redis_client, kafka, names.run, names.topic("alerts"), [service], expected)
 
 
 def test_two_processes_give_what_one_gives(
@@ -114,16 +126,11 @@ def test_two_processes_give_what_one_gives(
 
     lines = list(generate(GeneratorConfig(users=320, accounts=40, days=45, seed=22)))
     produce(kafka, names.topic("events"), keyed(lines), partitions=PARTITIONS)
-    expected_alerts, expected_profiles, last = replayed(lines, tmp_path)
+    expected = replayed(lines, tmp_path)
     # A second process starts late, so its partitions lag days behind: applying events on arrival, a
     # member's own event can then run ahead of an admin's account pause (README, "Timers"). Holding events
     # to the low watermark (reorder_live) is exact whatever the processes' speeds.
-    env = {
-        **names.env,
-        "PULSE_ENGINE_REORDER_LIVE": "true",
-        "PULSE_ENGINE_TIMER_IDLE_MS": "1000",
-        "PULSE_ENGINE_PROFILE_FLUSH_MS": "200",
-    }
+    env = {**names.env, **LIVE_ENV, "PULSE_ENGINE_REORDER_LIVE": "true"}
     single = pulse_run(env)
     # The same input through a two-process bytewax cluster, writing to its own topics and keys.
     cluster_env = {
@@ -136,14 +143,9 @@ def test_two_processes_give_what_one_gives(
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     cluster = [pulse_run(cluster_env, ["--process-id", str(i), "--addresses", addresses]) for i in (0, 1)]
 
-    settled = last - DAY_MS
-    for prefix, runs in ((names.run, [single]), (f"{names.run}c", cluster)):
-        diff = settle(functools.partial(redis_profiles, redis_client, prefix, "user"), expected_profiles, runs)
-        assert diff == [], f"{prefix}: " + "; ".join(diff)
-    one = alert_set([loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))], settled)
-    two = alert_set([loads(m.value() or b"") for m in read_topic(kafka, f"{names.run}-calerts")], settled)
-    assert len(one) > 100
-    assert one == two == alert_set(expected_alerts, settled)
+    one = assert_equals_replay(redis_client, kafka, names.run, names.topic("alerts"), [single], expected)
+    two = assert_equals_replay(redis_client, kafka, f"{names.run}c", f"{names.run}-calerts", cluster, expected)
+    assert one == two
 
 
 def test_unkeyed_backlog_with_reorder_live_equals_the_replay(
@@ -152,18 +154,7 @@ def test_unkeyed_backlog_with_reorder_live_equals_the_replay(
     # Pulse must not depend on the message key: unkeyed, each user's events spread over all 4 partitions.
     lines = list(generate(GeneratorConfig(users=320, accounts=40, days=45, seed=23)))
     produce(kafka, names.topic("events"), [(None, line) for line in lines], partitions=PARTITIONS)
-    expected_alerts, expected_profiles, last = replayed(lines, tmp_path)
-    env = {
-        **names.env,
-        "PULSE_ENGINE_REORDER_LIVE": "true",
-        "PULSE_ENGINE_TIMER_IDLE_MS": "1000",
-        "PULSE_ENGINE_PROFILE_FLUSH_MS": "200",
-    }
-    service = pulse_run(env)
+    expected = replayed(lines, tmp_path)
+    service = pulse_run({**names.env, **LIVE_ENV, "PULSE_ENGINE_REORDER_LIVE": "true"})
     wait_for(lambda: service.metrics().get("pulse_events_in_total") == len(lines), 120, "the backlog read")
-    diff = settle(functools.partial(redis_profiles, redis_client, names.run, "user"), expected_profiles, [service])
-    assert diff == [], "; ".join(diff)
-    settled = last - DAY_MS
-    live_alerts = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))]
-    assert len(alert_set(expected_alerts, settled)) > 100
-    assert alert_set(live_alerts, settled) == alert_set(expected_alerts, settled)
+    assert_equals_replay(redis_client, kafka, names.run, names.topic("alerts"), [service], expected)
