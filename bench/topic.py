@@ -10,8 +10,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.progress import Progress
+from demo.generator import fast_events
 from engine.config import KafkaSettings
-from engine.generator import fast_events
 
 PARTITIONS = 4
 SEED = 20260105

@@ -109,8 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(dumps(fit_file(args.input, args.calibration_end, args.unit, settings)).decode())
         elif args.command == "demo":
-            from engine.demo import run_demo
-
+            try:  # the demo package ships with a source checkout only, not in the service image
+                from demo.runner import run_demo
+            except ImportError as exc:
+                if exc.name not in ("demo", "demo.runner"):
+                    raise
+                print(
+                    "pulse: `pulse demo` needs a source checkout (the demo package is not in this installation): "
+                    "run `make demo` from the repository",
+                    file=sys.stderr,
+                )
+                return 2
             run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed)
     except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as exc:
         print(f"pulse: error: {exc}", file=sys.stderr)

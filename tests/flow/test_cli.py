@@ -56,3 +56,9 @@ def test_bad_environment_value_fails_fast(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "PULSE_ENGINE_SHARDS: expected int" in result.stderr
+
+
+def test_demo_runs_from_a_source_checkout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--users", "16", "--days", "14"]) == 0
+    assert "Pulse demo" in capsys.readouterr().out
+    assert (tmp_path / "summary.json").exists()

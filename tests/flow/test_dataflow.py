@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from demo.generator import GeneratorConfig, generate
 from engine.flow import FlowConfig, ShardFinal, build_flow
-from engine.generator import GeneratorConfig, generate
 from operators.shard import Shard, ShardConfig
 from operators.state import render_profile
 from schemas.codec import RawBatch

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from demo.generator import GeneratorConfig, generate, persona_of
 from engine.config import Settings, load_settings
-from engine.generator import GeneratorConfig, generate, persona_of
 from engine.replay import replay
 from schemas.codec import loads, parse_ts
 

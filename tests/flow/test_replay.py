@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from demo.generator import GeneratorConfig, write_jsonl
 from engine.config import Settings, load_settings
-from engine.generator import GeneratorConfig, write_jsonl
 from engine.replay import replay
 from schemas.codec import loads
 

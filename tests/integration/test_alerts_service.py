@@ -77,7 +77,7 @@ def test_live_and_replay_fire_the_same_lapse_alerts(
 def test_a_crash_in_the_middle_loses_no_alert_and_repeats_only_the_same_ids(
     kafka: str, names: Names, pulse_run: Callable[..., PulseProcess], tmp_path: Path
 ) -> None:
-    from engine.generator import GeneratorConfig, generate
+    from demo.generator import GeneratorConfig, generate
     from tests.integration.test_health_service import committed_input_offsets
 
     lines = list(generate(GeneratorConfig(users=40, accounts=6, days=35, seed=9, malformed_rate=0.0)))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
+from demo.generator import GeneratorConfig, generate
 from engine.config import load_settings
-from engine.generator import GeneratorConfig, generate
 from engine.replay import replay
 from schemas.codec import loads, parse_ts
 from tests.integration.conftest import Names, PulseProcess, produce, read_topic, wait_for

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.generator import GeneratorConfig, generate
+from demo.generator import GeneratorConfig, generate
 from schemas.codec import loads
 from tests.integration.conftest import Names, PulseProcess, produce, read_topic, wait_for
 from tests.integration.test_catch_up import DAY_MS, PARTITIONS, alert_set, keyed, redis_profiles, replayed, settle

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from demo.generator import GeneratorConfig, generate
 from engine.config import load_settings
-from engine.generator import GeneratorConfig, generate
 from engine.replay import replay
 from schemas.codec import dumps, loads, parse_ts
 from tests.integration.conftest import ROOT, Names, PulseProcess, produce, read_topic, wait_for

@@ -1,4 +1,4 @@
-"""Unit tests for engine.generator: determinism, contract shape, personas, bad lines, ordering bounds."""
+"""Unit tests for demo.generator: determinism, contract shape, personas, bad lines, ordering bounds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.generator import (
+from demo.generator import (
     FEATURES,
     MAX_REORDER_MS,
     PERSONAS,

@@ -6,8 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from demo.generator import GeneratorConfig, write_jsonl
 from engine.config import load_settings
-from engine.generator import GeneratorConfig, write_jsonl
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -32,6 +32,6 @@ def test_the_configuration_block_is_valid_and_states_the_defaults(tmp_path: Path
 
 def test_the_service_walk_through_asks_for_a_user_the_demo_stream_has(tmp_path: Path) -> None:
     (user,) = re.findall(r"redis-cli hgetall pulse:user:(\S+)", README)
-    # What `pulse demo` generates by default (engine/demo.py).
+    # What `pulse demo` generates by default (demo/runner.py).
     write_jsonl(tmp_path / "events.jsonl", GeneratorConfig(users=300, accounts=300 // 8, days=60, seed=7))
     assert f'"user_id":"{user}"'.encode() in (tmp_path / "events.jsonl").read_bytes()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.generator import GeneratorConfig, write_jsonl
+from demo.generator import GeneratorConfig, write_jsonl
 from operators.shard import HOLD_ALL, Output, Shard, ShardConfig
 from operators.watermark import LowWatermark, Progress
 from schemas.codec import decode, loads

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from demo.generator import GeneratorConfig, persona_of, write_jsonl
 from engine.config import Settings
-from engine.generator import GeneratorConfig, persona_of, write_jsonl
 from engine.replay import replay
 from schemas.codec import loads
 
