@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -18,6 +19,7 @@ from bytewax.outputs import Sink
 
 from engine import metrics
 from engine.config import Settings
+from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
 from operators.engagement import ACCOUNT_PAUSE, AccountNotice
 from operators.health import MemberUpdate
@@ -42,8 +44,8 @@ class FlowConfig:
     vocab: Vocabulary
     shards: int
     shard: ShardConfig
-    # Snapshots cost a pickle of the shard per epoch; skip it when nothing would keep them.
-    recovery: bool
+    # Recovery on: where shards keep their changed entries (engine.statestore); None skips snapshots.
+    state_dir: Path | None
     # Live mode: changed profiles are written at most this often per shard (wall clock).
     profile_flush: timedelta = timedelta(seconds=1)
     # Live timers switch from event time to the wall clock after this long without events...
@@ -62,7 +64,7 @@ class FlowConfig:
 def flow_config(
     settings: Settings,
     live: bool,
-    recovery: bool = False,
+    state_dir: Path | None = None,
     until_ms: int = -1,
     input_partitions: tuple[str, ...] = (),
 ) -> FlowConfig:
@@ -71,8 +73,11 @@ def flow_config(
     return FlowConfig(
         settings.vocab(),
         engine.shards,
-        settings.shard_config(live=live, until_ms=until_ms, input_partitions=input_partitions),
-        recovery,
+        dataclasses.replace(
+            settings.shard_config(live=live, until_ms=until_ms, input_partitions=input_partitions),
+            track_changes=state_dir is not None,
+        ),
+        state_dir,
         timedelta(milliseconds=engine.profile_flush_ms),
         timer_idle=timedelta(milliseconds=engine.timer_idle_ms),
         timer_wall_clock_max_lag=timedelta(hours=engine.timer_wall_clock_max_lag_hours),
@@ -143,13 +148,41 @@ def _report(
             group.append(progress)
 
 
-class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
-    """Glue between bytewax and one shard of users or accounts: the flush schedule, cheap snapshots."""
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What bytewax keeps of a shard per epoch: the shard without its entries, and where those are."""
 
-    def __init__(self, config: FlowConfig, state: Shard | AccountShard) -> None:
+    label: str  # the shard key, which names its DeltaStore file ("" until the shard has seen an item)
+    seq: int  # the snapshot's sequence number: its entries are the store's rows up to it
+    state: dict[str, Any]
+
+
+class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
+    """Glue between bytewax and one shard of users or accounts: the flush schedule, incremental snapshots."""
+
+    def __init__(self, config: FlowConfig, resume: bytes | None, kind: type[Shard] | type[AccountShard]) -> None:
         self._config = config
-        self._state = state
+        self._label = ""
+        self._seq = 0
+        self._store: DeltaStore | None = None
+        if resume is None:
+            self._state: Shard | AccountShard = kind()
+        else:
+            header = pickle.loads(resume)
+            self._label, self._seq = header.label, header.seq
+            store = self._open_store()
+            with gc_paused():  # a restore allocates every user's objects at once
+                loaded = store.load(header.seq) if store is not None else {}
+                self._state = kind.restore(header.state, loaded.items())
         self._next_flush = config.clock() + config.profile_flush
+
+    def _open_store(self) -> DeltaStore | None:
+        """This shard's store, opened once its key is known; rows after the current sequence number are
+        from snapshots bytewax never committed (or from an earlier run, for a shard starting afresh)."""
+        if self._store is None and self._label and self._config.state_dir is not None:
+            self._store = DeltaStore(self._config.state_dir / self._label)
+            self._store.discard_after(self._seq)
+        return self._store
 
     def _process(self, items: list[Any]) -> list[Any]:
         return self._state.process(items, self._config.shard)
@@ -187,10 +220,30 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         return [final], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
-        # A pickle is an immutable copy, several times cheaper than the deepcopy bytewax suggests.
-        if not self._config.recovery:
+        """Only what changed since the last snapshot: the changed entries go to the shard's store (committed
+        first), bytewax keeps the small header. Pickles are immutable copies, cheaper than a deepcopy."""
+        if self._config.state_dir is None:
             return None
-        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
+        started = time.perf_counter()
+        state = self._state
+        with gc_paused():  # this allocates per user: no GC passes over the whole state meanwhile
+            self._write_changed(state)
+        header = pickle.dumps(Header(self._label, self._seq, state.header()), protocol=pickle.HIGHEST_PROTOCOL)
+        metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
+        return header
+
+    def _write_changed(self, state: Shard | AccountShard) -> None:
+        changed = state.take_changed()
+        if changed:
+            store = self._open_store()
+            if store is None:  # pragma: no cover - entries exist only after an item named the shard
+                raise RuntimeError("pulse: a shard with changed entries has no key to store them under")
+            self._seq += 1
+            if store.needs_base(len(changed), state.size()):
+                store.write(self._seq, state.entries(), base=True)
+            else:
+                store.write(self._seq, changed, base=False)
+            store.compact(self._seq - KEEP)
 
 
 class UserLogic(_Logic):
@@ -201,8 +254,7 @@ class UserLogic(_Logic):
     drives, and the wall clock after `timer_idle` without events."""
 
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
-        super().__init__(config, pickle.loads(resume) if resume is not None else Shard())
-        self._label = ""
+        super().__init__(config, resume, Shard)
         self._last_event = config.clock()
 
     def _live(self) -> bool:
@@ -225,13 +277,16 @@ class UserLogic(_Logic):
     def _next_tick(self) -> datetime | None:
         shard = self._state
         assert isinstance(shard, Shard)
+        next_due = shard.timers.next_due
+        if next_due is None:
+            return None
         if self._live() and shard.inputs.known:
-            if not shard.timers or not self._all_idle(shard, self._config.clock()):
+            if not self._all_idle(shard, self._config.clock()):
                 return None
-            return datetime.fromtimestamp((shard.timers[0][0] + self._config.shard.lateness_ms) / 1000, UTC)
+            return datetime.fromtimestamp((next_due + self._config.shard.lateness_ms) / 1000, UTC)
         if not self._wall_clock_applies(self._config.clock()):
             return None
-        due = datetime.fromtimestamp(shard.timers[0][0] / 1000, UTC)
+        due = datetime.fromtimestamp(next_due / 1000, UTC)
         return max(due, self._last_event + self._config.timer_idle)
 
     def _tick(self) -> list[Any]:
@@ -277,13 +332,21 @@ class UserLogic(_Logic):
                 metric.inc(moved[name])
         metrics.ERASED_IDS.labels(self._label).set(len(shard.erased))
         metrics.USERS.labels(self._label).set(len(shard.users))
-        metrics.WATERMARK.labels(self._label).set(max(shard.event_time, 0) / 1000)
+        metrics.EVENT_TIME.labels(self._label).set(max(shard.event_time, 0) / 1000)
+        low = shard.inputs.value
+        if low is not None:
+            metrics.LOW_WATERMARK.labels(self._label).set(max(low, 0) / 1000)
         return outputs
 
 
 class AccountLogic(_Logic):
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
-        super().__init__(config, pickle.loads(resume) if resume is not None else AccountShard())
+        super().__init__(config, resume, AccountShard)
+
+    def _process(self, items: list[Any]) -> list[Any]:
+        if not self._label and items:  # the account shard's key, from its first member update
+            self._label = f"a{shard_of(items[0].account_id, self._config.shards):03d}"
+        return super()._process(items)
 
 
 COUNTER_NAMES = tuple(f.name for f in dataclasses.fields(Counters))

@@ -37,13 +37,23 @@ BEYOND_BACKFILL = Counter(
     "pulse_events_beyond_backfill", "Events more than max_backfill_days before their user's first event: counted only"
 )
 USERS = Gauge("pulse_users", "Users held in state, by shard", ["shard"])
-WATERMARK = Gauge(
-    "pulse_event_time_watermark_seconds", "The shard's event time (newest event, bad clocks held)", ["shard"]
+EVENT_TIME = Gauge(
+    "pulse_shard_event_time_seconds", "The shard's event time (newest event, bad clocks held)", ["shard"]
+)
+LOW_WATERMARK = Gauge(
+    "pulse_low_watermark_seconds",
+    "The low watermark the shard's timers follow: the slowest active input partition's event time",
+    ["shard"],
 )
 BATCH_SECONDS = Histogram(
     "pulse_shard_batch_seconds",
     "Time to apply one batch of events to one shard",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+SNAPSHOT_SECONDS = Histogram(
+    "pulse_snapshot_seconds",
+    "Time to snapshot one shard at an epoch close (changed entries written, header pickled)",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
 

@@ -113,7 +113,8 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
     source = KafkaSource(settings.kafka, settings.engine.timer_idle_ms / 1000)
     # Every partition up front: the low watermark waits for partitions another process has not polled yet.
     partitions = tuple(source.list_parts())
-    config = flow_config(settings, live=True, recovery=recovery is not None, input_partitions=partitions)
+    state_dir = recovery_dir / "state" if recovery is not None and recovery_dir is not None else None
+    config = flow_config(settings, live=True, state_dir=state_dir, input_partitions=partitions)
     flow = build_flow(source, LiveSink(settings), config)
     print(
         f"pulse: consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",

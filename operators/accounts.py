@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from operators.health import DEPARTURES, AccountState, MemberUpdate, evaluate_account, render_account
 from operators.shard import Output, ShardConfig
@@ -21,6 +22,28 @@ class AccountShard:
     newest: int = -1  # the newest update time seen: what releases held updates in live reordering
     released: int = -1
     dirty: set[str] = field(default_factory=set)
+    # Accounts changed since the last snapshot, when ShardConfig.track_changes (see engine.statestore).
+    changed: set[str] = field(default_factory=set)
+
+    def header(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("accounts", "changed")}
+
+    def take_changed(self) -> dict[str, AccountState | None]:
+        entries = {key: self.accounts.get(key) for key in self.changed}
+        self.changed = set()
+        return entries
+
+    def size(self) -> int:
+        return len(self.accounts)
+
+    def entries(self) -> dict[str, AccountState]:
+        return dict(self.accounts)
+
+    @classmethod
+    def restore(cls, header: dict[str, Any], entries: Iterable[tuple[str, AccountState]]) -> AccountShard:
+        shard = cls(**header)
+        shard.accounts.update(entries)
+        return shard
 
     def process(self, updates: Iterable[MemberUpdate], config: ShardConfig) -> list[Output]:
         outputs: list[Output] = []
@@ -63,6 +86,8 @@ class AccountShard:
             outputs.append(record)
         if config.live_profiles:
             self.dirty.add(update.account_id)
+        if config.track_changes:
+            self.changed.add(update.account_id)
 
     def flush_profiles(self, config: ShardConfig) -> list[Output]:
         if not self.dirty:

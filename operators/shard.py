@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import heapq
 import zlib
 from bisect import bisect_right, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.engagement import AccountNotice, Context, after_event, next_timer, on_erasure, on_timer
+from operators.engagement import (
+    AccountNotice,
+    Context,
+    after_event,
+    lapse_deadline,
+    next_timer,
+    on_erasure,
+    on_timer,
+)
 from operators.health import ERASED, MOVED_IN, MOVED_OUT, MemberUpdate, render_user
 from operators.lapse import LapseModel
+from operators.ordering import OrderingBuffer
 from operators.scoring import Band, ScoreModel
 from operators.state import DAY_MS, UserState
+from operators.timers import TimerService
 from operators.watermark import LowWatermark, Progress
 from schemas.events import Category, Event
 from schemas.outputs import Entity, ProfileWrite, Record
@@ -21,6 +30,11 @@ from schemas.outputs import Entity, ProfileWrite, Record
 HOUR_MS = 3_600_000
 HOLD_ALL = 2**62
 Output = Record | ProfileWrite | MemberUpdate
+# What an incremental snapshot stores per user: their state (None once erased) and the event ids of theirs
+# seen recently (kept with the user, so a snapshot of the changed users carries exactly the ids that changed).
+UserEntry = tuple[UserState | None, dict[str, int] | None]
+# Shard fields that are not in a snapshot's header: entries go one per user, the timer heap is rebuilt.
+_NOT_IN_HEADER = frozenset({"users", "seen", "seen_count", "timers", "changed", "_ctx"})
 _DEFAULT_MODEL = ScoreModel()
 _DEFAULT_LAPSE = LapseModel()
 
@@ -63,6 +77,8 @@ class ShardConfig:
     # Live: every input partition (topic#partition), known up front so that one not yet polled — by a
     # process of the cluster that starts later — holds event time back instead of being overlooked.
     input_partitions: tuple[str, ...] = ()
+    # Recovery on: shards note which users changed, so a snapshot writes only those (engine.statestore).
+    track_changes: bool = False
 
     @property
     def lateness_ms(self) -> int:
@@ -97,8 +113,9 @@ class Shard:
     """State of every user whose id hashes to this shard, plus the event ids seen recently."""
 
     users: dict[str, UserState] = field(default_factory=dict)
-    # (user_id, event_id) -> ts: SDKs number events per device, so the same id from two users is two events.
-    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    # user_id -> {event_id: ts}: SDKs number events per device, so the same id from two users is two events.
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)
+    seen_count: int = 0
     # user_id -> event time of their latest erasure; ids only, kept for ShardConfig.erased_horizon_ms.
     erased: dict[str, int] = field(default_factory=dict)
     # The shard's event time: the newest event time seen, except that a jump of more than
@@ -112,11 +129,14 @@ class Shard:
     prune_at: int = 4096
     # Users whose profile changed since the last flush (live mode); see flush_profiles.
     dirty: set[str] = field(default_factory=set)
-    # Events waiting for event time to pass them by the allowed lateness: (ts, event_id, event).
-    pending: list[tuple[int, str, Event]] = field(default_factory=list)
-    released: int = -1
-    # The timer service: (due, user_id); an entry is live only while it equals that user's timer_at.
-    timers: list[tuple[int, str]] = field(default_factory=list)
+    # Events waiting for event time to pass them by the allowed lateness.
+    ordering: OrderingBuffer = field(default_factory=OrderingBuffer)
+    # Live without reordering: users with events waiting in `ordering` (see _lapse_undecided) -> how many.
+    held: dict[str, int] = field(default_factory=dict)
+    # One timer per user; the current one is the user's timer_at.
+    timers: TimerService = field(default_factory=TimerService)
+    # Users whose state (or seen ids) changed since the last snapshot, when ShardConfig.track_changes.
+    changed: set[str] = field(default_factory=set)
     # Key features healthy users here use most, recomputed once a day: the re-engagement suggestion.
     popular: list[tuple[str, int]] = field(default_factory=list)
     popular_day: int = -1
@@ -134,6 +154,46 @@ class Shard:
             object.__setattr__(self, name, value)
         self._ctx = None
 
+    def header(self) -> dict[str, Any]:
+        """The shard without its users: what an incremental snapshot keeps besides the changed entries."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in _NOT_IN_HEADER}
+
+    def take_changed(self) -> dict[str, UserEntry | None]:
+        """The entries of the users changed since the last call (None: nothing left of the user)."""
+        users, seen = self.users, self.seen
+        entries: dict[str, UserEntry | None] = {}
+        for user_id in self.changed:
+            user, ids = users.get(user_id), seen.get(user_id)
+            entries[user_id] = None if user is None and ids is None else (user, ids)
+        self.changed = set()
+        return entries
+
+    def size(self) -> int:
+        return len(self.users)
+
+    def entries(self) -> dict[str, UserEntry]:
+        """Every user's entry, and the ids kept for the erased (what a full snapshot holds)."""
+        seen = self.seen
+        entries: dict[str, UserEntry] = {user_id: (user, seen.get(user_id)) for user_id, user in self.users.items()}
+        for user_id, ids in seen.items():
+            if user_id not in entries:
+                entries[user_id] = (None, ids)
+        return entries
+
+    @classmethod
+    def restore(cls, header: dict[str, Any], entries: Iterable[tuple[str, UserEntry]]) -> Shard:
+        """A shard from a snapshot header and its users' latest entries; the timer heap is rebuilt."""
+        shard = cls(**header)
+        users, seen = shard.users, shard.seen
+        for user_id, (user, ids) in entries:
+            if user is not None:
+                users[user_id] = user
+            if ids:
+                seen[user_id] = ids
+        shard.seen_count = sum(len(ids) for ids in seen.values())
+        shard.timers.rebuild((user.timer_at, user_id) for user_id, user in users.items())
+        return shard
+
     def process(
         self, events: Iterable[Event | AccountNotice | Progress], config: ShardConfig, wall_ms: int | None = None
     ) -> list[Output]:
@@ -145,6 +205,7 @@ class Shard:
         seen = self.seen
         counters = self.counters
         reorder = config.reorder_ms
+        track = config.track_changes
         if config.input_partitions and not self.inputs.known:
             for name in config.input_partitions:
                 self.inputs.observe(Progress(name, -1))
@@ -160,12 +221,17 @@ class Shard:
                     if following:
                         self.follow(config, wall_ms, outputs)
                 continue
-            key = (event.user_id, event.event_id)
-            if key in seen:
+            ids = seen.get(event.user_id)
+            if ids is None:
+                ids = seen[event.user_id] = {}
+            elif event.event_id in ids:
                 counters.duplicates += 1
                 continue
             ts = event.ts
-            seen[key] = ts
+            ids[event.event_id] = ts
+            self.seen_count += 1
+            if track:
+                self.changed.add(event.user_id)
             if ts > self.event_time:
                 self._observe(event.user_id, ts, config.max_clock_jump_ms)
             elif ts < self.event_time - config.dedup_horizon_ms:
@@ -173,34 +239,56 @@ class Shard:
             counters.applied += 1
             if reorder <= 0 and following:
                 # Live, following the inputs' low watermark: everybody's timers fire as it passes them (see
-                # _follow); before this event, only this user's own timers due before it fire, so their
-                # lapse at T is decided by their events before T, as in a replay.
-                user = self.users.get(event.user_id)
-                if user is not None and 0 <= user.timer_at <= ts - 1:
-                    self._advance_user(
-                        event.user_id, ts - 1 if wall_ms is None else min(ts - 1, wall_ms), config, outputs
-                    )
-                self._apply(event, config, outputs)
+                # follow); before this event, only this user's own timers due before it fire, so their
+                # lapse at T is decided by their events before T, as in a replay — unless that lapse also
+                # depends on an account pause that may still come from a slower partition: then the event
+                # waits in the ordering buffer (and the user's later events behind it) until it is decided.
+                user_id = event.user_id
+                user = self.users.get(user_id)
+                if self.held and user_id in self.held:
+                    self._hold(event)
+                elif user is not None and 0 <= user.timer_at <= ts - 1:
+                    if self._lapse_undecided(user, ts, config, wall_ms):
+                        self._hold(event)
+                    else:
+                        self._advance_user(
+                            user_id, ts - 1 if wall_ms is None else min(ts - 1, wall_ms), config, outputs
+                        )
+                        self._apply(event, config, outputs)
+                else:
+                    self._apply(event, config, outputs)
             elif reorder <= 0:
-                timers = self.timers
+                heap = self.timers.heap
                 # Checked inline: a call per event to find nothing due is the common case on the hot path.
-                if timers and timers[0][0] <= ts - 1:
+                if heap and heap[0][0] <= ts - 1:
                     now = min(ts - 1, self.event_time - config.timer_lag_ms)
                     self.advance(now if wall_ms is None else min(now, wall_ms), config, outputs)
                     if ts > self.event_time + config.max_clock_jump_ms:
                         self._advance_user(event.user_id, ts - 1, config, outputs)
                 self._apply(event, config, outputs)
-            elif ts <= self.released:
+            elif self.ordering.is_late(ts):
                 counters.late += 1
                 self._apply(event, config, outputs)
             else:
-                heapq.heappush(self.pending, (ts, event.event_id, event))
+                self.ordering.hold(event)
                 if not following:
                     frontier = self.event_time - reorder
                     self._release(frontier, frontier if wall_ms is None else min(frontier, wall_ms), config, outputs)
-        if len(seen) >= self.prune_at:
+        if self.seen_count >= self.prune_at:
             self._prune(config)
         return outputs
+
+    def _hold(self, event: Event) -> None:
+        self.ordering.hold(event)
+        self.held[event.user_id] = self.held.get(event.user_id, 0) + 1
+
+    def _lapse_undecided(self, user: UserState, ts: int, config: ShardConfig, wall_ms: int | None) -> bool:
+        """Live: the user's lapse deadline falls between the live frontier and their event at `ts`, and their
+        account could still turn out paused (or resumed) then by a notice from a slower partition."""
+        if user.account_id is None or user.lapse_id:
+            return False
+        deadline = lapse_deadline(user, config.lapse, self._account_resumed(user))
+        return self.live_frontier(config, wall_ms) < deadline <= ts - 1
 
     def live_frontier(self, config: ShardConfig, wall_ms: int | None) -> int:
         """Live: the event time up to which timers fire (and held events are released).
@@ -221,7 +309,7 @@ class Shard:
     def follow(self, config: ShardConfig, wall_ms: int | None, outputs: list[Output]) -> None:
         """Live: fire timers (release held events) up to the live frontier."""
         frontier = self.live_frontier(config, wall_ms)
-        if config.reorder_ms > 0:
+        if config.reorder_ms > 0 or self.ordering:
             self._release(frontier, frontier, config, outputs)
         else:
             self.advance(frontier, config, outputs)
@@ -264,28 +352,34 @@ class Shard:
 
     def _release(self, frontier: int, cap: int, config: ShardConfig, outputs: list[Output]) -> None:
         """Apply held events up to `frontier` in event-time order; timers fire up to `cap` at most."""
-        pending = self.pending
-        while pending and pending[0][0] <= frontier:
-            event = heapq.heappop(pending)[2]
+        held = self.held
+        for event in self.ordering.release(frontier):
+            if held and event.user_id in held:
+                left = held.pop(event.user_id) - 1
+                if left:
+                    held[event.user_id] = left
             self.advance(min(event.ts - 1, cap), config, outputs)  # timers due before this event fire first
             if event.ts - 1 > cap:
                 self._advance_user(event.user_id, event.ts - 1, config, outputs)
             self._apply(event, config, outputs)
-        if frontier > self.released:
-            self.released = frontier
+        if self.ordering.advance(frontier):
             self.advance(min(frontier, cap), config, outputs)
 
     def advance(self, now: int, config: ShardConfig, outputs: list[Output]) -> None:
         """Fire every timer due by `now` (event time in replay; see engine.flow for live mode)."""
         timers = self.timers
-        if not timers or timers[0][0] > now:
+        if not timers.due_by(now):
             return
-        while timers and timers[0][0] <= now:
-            due, user_id = heapq.heappop(timers)
-            user = self.users.get(user_id)
-            if user is None or user.timer_at != due:
-                continue  # superseded by a later event, or the user was erased
-            self._fire(user_id, user, due, config, outputs)
+        users = self.users
+        # A queued timer is current while it is its user's timer_at (superseded otherwise, or erased).
+        current = self._timer_of
+        while (due_timer := timers.pop_due(now, current)) is not None:
+            due, user_id = due_timer
+            self._fire(user_id, users[user_id], due, config, outputs)
+
+    def _timer_of(self, user_id: str) -> int:
+        user = self.users.get(user_id)
+        return -1 if user is None else user.timer_at
 
     def _fire(self, user_id: str, user: UserState, due: int, config: ShardConfig, outputs: list[Output]) -> None:
         """One due timer of one user; its heap entry (if still queued) goes stale when the user re-arms."""
@@ -295,6 +389,8 @@ class Shard:
         on_timer(user_id, user, due, self._context(config), outputs)
         if config.live_profiles:
             self.dirty.add(user_id)
+        if config.track_changes:
+            self.changed.add(user_id)
         if len(outputs) > before and user.account_id is not None:
             outputs.append(self._member(user_id, user, None, f"timer-{due}"))
         self._arm(user_id, user, config, due)
@@ -315,7 +411,7 @@ class Shard:
         if due != user.timer_at:
             user.timer_at = due
             if due >= 0:
-                heapq.heappush(self.timers, (due, user_id))
+                self.timers.set(user_id, due)
 
     def _context(self, config: ShardConfig) -> Context:
         context = self._ctx
@@ -343,6 +439,8 @@ class Shard:
                 if user.account_id == notice.account_id and user.last_active >= 0:
                     user.timer_at = -1
                     self._arm(user_id, user, config, None)
+                    if config.track_changes:
+                        self.changed.add(user_id)
 
     def _account_resumed(self, user: UserState) -> int:
         """When the user's account was last resumed (-1: never): exact whatever the arrival order."""
@@ -402,11 +500,13 @@ class Shard:
         ts = event.ts
         users = self.users
         if event.category is Category.PRIVACY:
-            self._erase(event, outputs)
+            self._erase(event, config, outputs)
             return
         if self.erased and ts <= self.erased.get(user_id, -1):
             self.counters.suppressed_after_erasure += 1
             return
+        if config.track_changes:
+            self.changed.add(user_id)
         user = users.get(user_id)
         if user is None:
             user = users[user_id] = UserState(ts)
@@ -435,7 +535,7 @@ class Shard:
         if new_day or user.timer_at < 0 or category is Category.COMMERCIAL:
             self._arm(user_id, user, config, None)
 
-    def _erase(self, event: Event, outputs: list[Output]) -> None:
+    def _erase(self, event: Event, config: ShardConfig, outputs: list[Output]) -> None:
         """Everything about the person goes: state, profile (Redis hash and table tombstone), account
         membership; open alerts are closed and a `user_erased` record tells downstream to forget them."""
         user_id, ts = event.user_id, event.ts
@@ -444,6 +544,8 @@ class Shard:
             self.erased[user_id] = ts
         user = self.users.pop(user_id, None)
         self.dirty.discard(user_id)
+        if config.track_changes:
+            self.changed.add(user_id)
         on_erasure(user_id, user, ts, outputs)
         if user is not None and user.account_id is not None:
             user.clock = max(user.clock, ts)
@@ -473,8 +575,18 @@ class Shard:
         if low is not None:
             base = min(base, low)
         floor = base - config.dedup_horizon_ms
-        self.seen = {k: ts for k, ts in self.seen.items() if ts >= floor}
-        self.prune_at = max(2 * len(self.seen), 4096)
+        seen: dict[str, dict[str, int]] = {}
+        for user_id, ids in self.seen.items():
+            kept = {event_id: ts for event_id, ts in ids.items() if ts >= floor}
+            if kept:
+                seen[user_id] = kept
+        if config.track_changes:
+            # Ids left only for the erased: a snapshot must now say there is nothing left of them.
+            self.changed.update(user_id for user_id in self.seen if user_id not in seen and user_id not in self.users)
+        # Snapshots may keep other pruned ids until their users next change: harmless, they age out again.
+        self.seen = seen
+        self.seen_count = sum(len(ids) for ids in seen.values())
+        self.prune_at = max(2 * self.seen_count, 4096)
         if self.erased:
             floor = base - config.erased_horizon_ms
             self.erased = {k: ts for k, ts in self.erased.items() if ts >= floor}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from schemas.codec import format_ts
@@ -100,11 +102,11 @@ class UserState:
         self.timer_at = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        state: tuple[Any, ...] = _SLOTS_GETTER(self)  # one C call: snapshots pickle many users
+        return state
 
     def __setstate__(self, values: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            setattr(self, name, value)
+        _set_slots(self, values)
 
     def apply(self, event: Event) -> None:
         """Fold one event in; the result does not depend on the order events arrive in."""
@@ -194,6 +196,20 @@ class UserState:
                 return 0
             low = 0
         return (self.day_bits >> low & ((1 << window) - 1)).bit_count()
+
+
+def _slot_setter(names: tuple[str, ...]) -> Callable[[Any, tuple[Any, ...]], None]:
+    """`(self.a, self.b, …) = values`, compiled once from the slot names: a restore sets every field of
+    every user, and this is several times faster than a setattr loop (a wrong length still raises)."""
+    source = f"def set_slots(self, values):\n    ({', '.join('self.' + name for name in names)},) = values\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    setter: Callable[[Any, tuple[Any, ...]], None] = namespace["set_slots"]
+    return setter
+
+
+_SLOTS_GETTER = attrgetter(*UserState.__slots__)
+_set_slots = _slot_setter(UserState.__slots__)
 
 
 def render_profile(user_id: str, user: UserState, as_of_ms: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def _batches(size: int) -> list[RawBatch]:
 
 def _run(workers: int, batch: int, live: bool) -> list[Any]:
     out: list[tuple[str, list[Any]]] = []
-    config = FlowConfig(Vocabulary(), 8, ShardConfig(live_profiles=live), recovery=False)
+    config = FlowConfig(Vocabulary(), 8, ShardConfig(live_profiles=live), state_dir=None)
     flow = build_flow(TestingSource(_batches(batch)), TestingSink(out), config)
     if workers == 1:
         run_main(flow)  # type: ignore[no-untyped-call]

@@ -88,7 +88,10 @@ def test_no_free_text_reaches_any_output(
         if _leaks(blob):
             found[f"redis {key!r}"] = _leaks(blob)
     snapshots = list(recovery.glob("part-*.sqlite3"))
+    entries = list(recovery.glob("state/*/*.pickle"))  # the incremental snapshots: changed users and accounts
     assert snapshots
+    assert entries
+    snapshots += entries
     for db in snapshots:
         for path in (db, db.with_name(db.name + "-wal")):
             if path.exists() and _leaks(path.read_bytes()):

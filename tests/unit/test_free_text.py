@@ -288,7 +288,7 @@ def _untracked_metric(field: str) -> float:
 def test_the_flow_decoder_counts_untracked_names_in_prometheus() -> None:
     fields = ("feature", "plan", "reason", "type")
     before = {f: _untracked_metric(f) for f in fields}
-    decode_step = _decoder(FlowConfig(Vocabulary(), 2, ShardConfig(), recovery=False))
+    decode_step = _decoder(FlowConfig(Vocabulary(), 2, ShardConfig(), state_dir=None))
     values = [
         event_bytes(event_id="a", type="made_up"),
         event_bytes(event_id="b", type="made_up_too"),

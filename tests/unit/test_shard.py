@@ -178,7 +178,7 @@ def test_pruning_forgets_only_ids_older_than_the_horizon() -> None:
     edge = make_event(event_id="edge", ts=T0 - HORIZON)
     new = make_event(event_id="new", ts=T0)
     shard.process([old, edge, new], REPLAY)
-    assert shard.seen == {("user-1", "edge"): T0 - HORIZON, ("user-1", "new"): T0}
+    assert shard.seen == {"user-1": {"edge": T0 - HORIZON, "new": T0}}
     assert shard.prune_at == 4096
     shard.process([edge, new], REPLAY)
     assert shard.counters.duplicates == 2

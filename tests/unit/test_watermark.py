@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from demo.generator import GeneratorConfig, write_jsonl
+from operators.engagement import ACCOUNT_PAUSE, AccountNotice
 from operators.shard import HOLD_ALL, Output, Shard, ShardConfig
 from operators.watermark import LowWatermark, Progress
 from schemas.codec import decode, loads
@@ -48,8 +49,8 @@ def _alerts(outputs: Sequence[Output]) -> list[dict[str, Any]]:
     return [loads(o.value) for o in outputs if isinstance(o, Record) and o.kind is OutputKind.ALERTS]
 
 
-def _daily(user: str, days: range) -> list[Event]:
-    return [make_event(event_id=f"{user}-{d}", user_id=user, ts=day_ts(d)) for d in days]
+def _daily(user: str, days: range, account: str | None = "acct-1") -> list[Event]:
+    return [make_event(event_id=f"{user}-{d}", user_id=user, account_id=account, ts=day_ts(d)) for d in days]
 
 
 def test_a_slow_partition_holds_every_timer_back() -> None:
@@ -62,14 +63,20 @@ def test_a_slow_partition_holds_every_timer_back() -> None:
     assert [(a["user_id"], a["kind"]) for a in _alerts(outputs) if a["kind"] == "lapse"] == [("dora", "lapse")]
 
 
-def test_a_users_own_timer_fires_before_their_next_event() -> None:
+@pytest.mark.parametrize("account", [None, "acct-1"])
+def test_a_users_own_timer_fires_before_their_next_event(account: str | None) -> None:
     # dora's lapse is due on day 14; her next event (day 14, 00:30) arrives before the watermark has passed
-    # the deadline by the allowed lateness. Replay fires the lapse and resolves it: live must too.
-    back = make_event(event_id="back", user_id="dora", ts=day_ts(14, hour=0) + 30 * 60_000)
-    events = [*_daily("dora", range(0, 10)), back]
+    # the deadline by the allowed lateness. Replay fires the lapse and resolves it: live must too. Without
+    # an account, at once (her own timer first); in an account, whose pause could still arrive from a
+    # slower partition, once the watermark has passed the deadline by the lateness (the event waits).
+    back = make_event(event_id="back", user_id="dora", account_id=account, ts=day_ts(14, hour=0) + 30 * 60_000)
+    events = [*_daily("dora", range(0, 10), account), back]
     live = Shard()
     outputs = live.process([Progress("p0", -1), *events[:-1], Progress("p0", day_ts(9))], LIVE, day_ts(100))
     outputs += live.process([back, Progress("p0", back.ts)], LIVE, day_ts(100))
+    if account is not None:
+        assert [a["kind"] for a in _alerts(outputs)][-1:] != ["reactivated"]  # still waiting
+        outputs += live.process([Progress("p0", back.ts + HOUR_MS)], LIVE, day_ts(100))
     replay = Shard()
     replayed = replay.process(events, REPLAY) + replay.drain(REPLAY)
     ids = [(a["alert_id"], a["status"]) for a in _alerts(outputs)]
@@ -141,3 +148,42 @@ def _iso(ms: int) -> str:
     from schemas.codec import format_ts
 
     return format_ts(ms)
+
+
+def _with_notices(events: list[Event]) -> list[Event | AccountNotice]:
+    """What the decoder sends a shard: account pauses and resumes are also broadcast as notices."""
+    out: list[Event | AccountNotice] = []
+    for event in events:
+        out.append(event)
+        if event.type in ACCOUNT_PAUSE and event.account_id is not None:
+            out.append(AccountNotice(event.account_id, event.ts, ACCOUNT_PAUSE[event.type]))
+    return out
+
+
+@pytest.mark.parametrize("lagging", [0, 1, 2, 3])
+def test_an_account_pause_from_a_lagging_partition_still_counts(stream: list[Event], lagging: int) -> None:
+    """Keyed by user, one partition read only after the others are done (a cluster process that starts
+    late): an admin's pause or resume in it must still decide the other members' lapses, as in a replay."""
+    assert any(e.type in ACCOUNT_PAUSE for e in stream)
+    partitions: list[list[Event]] = [[] for _ in range(4)]
+    for event in stream:
+        partitions[zlib.crc32(event.user_id.encode()) % 4].append(event)
+    live, outputs, wall = Shard(), [], stream[-1].ts + 90 * DAY_MS
+    outputs += live.process([Progress(f"p{p}", -1) for p in range(4)], LIVE, wall)
+    for p in [*(p for p in range(4) if p != lagging), lagging]:
+        for start in range(0, len(partitions[p]), 300):
+            chunk = partitions[p][start : start + 300]
+            outputs += live.process([*_with_notices(chunk), Progress(f"p{p}", chunk[-1].ts)], LIVE, wall)
+        if p != lagging:
+            outputs += live.process([Progress(f"p{p}", -1, idle=True)], LIVE, wall)
+    outputs += live.process([Progress(f"p{p}", -1, idle=True) for p in range(4)], LIVE, wall)
+
+    replay = Shard()
+    replayed = replay.process(_with_notices(sorted(stream, key=lambda e: e.ts)), REPLAY) + replay.drain(REPLAY)
+    settled = _iso(stream[-1].ts - DAY_MS)
+
+    def alert_set(out: list[Output]) -> set[tuple[str, str, str]]:
+        return {(a["alert_id"], a["kind"], a["status"]) for a in _alerts(out) if a["ts"] < settled}
+
+    assert len(alert_set(replayed)) > 50
+    assert alert_set(outputs) == alert_set(replayed)
