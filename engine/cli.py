@@ -1,5 +1,5 @@
-"""The `pulse` command line: replay, run, restore-profiles, fit, demo; fatal problems exit non-zero with a
-one-line reason."""
+"""The `pulse` command line: replay, run, restore-profiles, fit, evaluate, fit-score, demo; fatal problems
+exit non-zero with a one-line reason."""
 
 from __future__ import annotations
 
@@ -45,6 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--calibration-end", type=_until, required=True, help="events after TIME are ignored")
     fit.add_argument("--unit", choices=("day", "week"), default="week")
     fit.add_argument("--config", type=Path)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="backtest: does the score rank users by whether they come back? prints JSON (AUCs)"
+    )
+    evaluate.add_argument("input", type=Path)
+    evaluate.add_argument("--calibration-end", type=_until, required=True, help="score as of TIME")
+    evaluate.add_argument("--horizon-days", type=int, required=True, help="label: active in (TIME, TIME + N days]")
+    evaluate.add_argument("--config", type=Path)
+    evaluate.add_argument("--plot", type=Path, help="also draw the ROC curves and retention by decile (PNG)")
+
+    fit_score = sub.add_parser(
+        "fit-score", help="learn the [score] weights and rhythm scales from history before --calibration-end"
+    )
+    fit_score.add_argument("input", type=Path)
+    fit_score.add_argument("--calibration-end", type=_until, required=True, help="history after TIME is not used")
+    fit_score.add_argument("--horizon-days", type=int, required=True, help="the horizon the score should predict")
+    fit_score.add_argument("--out", type=Path, required=True, help="config file to write (TOML)")
+    fit_score.add_argument("--config", type=Path, help="start from this config; its other sections are kept")
 
     demo = sub.add_parser("demo", help="generate a realistic event stream, replay it and summarise")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
@@ -108,6 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             from schemas.codec import dumps
 
             print(dumps(fit_file(args.input, args.calibration_end, args.unit, settings)).decode())
+        elif args.command == "evaluate":
+            from engine.evaluate import evaluate_file
+            from schemas.codec import dumps
+
+            backtest = evaluate_file(args.input, args.calibration_end, args.horizon_days, settings, args.plot)
+            print(dumps(backtest).decode())
+            if args.plot is not None:
+                print(f"pulse: wrote {args.plot}", file=sys.stderr)
+        elif args.command == "fit-score":
+            from engine.fitscore import fit_score_file
+            from schemas.codec import dumps
+
+            fitted = fit_score_file(
+                args.input, args.calibration_end, args.horizon_days, args.out, settings, args.config
+            )
+            print(dumps(fitted).decode())
+            print(f"pulse: wrote {args.out} (model {fitted['model']})", file=sys.stderr)
         elif args.command == "demo":
             try:  # the demo package ships with a source checkout only, not in the service image
                 from demo.runner import run_demo

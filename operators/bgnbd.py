@@ -39,6 +39,42 @@ class BgNbd:
             return 0.0
         return 1.0 / (1.0 + math.exp(log_ratio))
 
+    def expected(self, customer: Customer, horizon: float) -> float:
+        """E[transactions in (T, T + horizon] | x, t_x, T], all in the model's unit (Fader, Hardie & Lee
+        2005, eq. 10). Unlike p_alive it falls with silence for someone with no repeat yet, too."""
+        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        x, t_x, t = customer.x, customer.t_x, customer.t
+        if horizon <= 0:
+            return 0.0
+        z = horizon / (alpha + t + horizon)
+        hyp = hyp2f1(r + x, b + x, a + b + x - 1, z)
+        decay = math.exp((r + x) * (math.log(alpha + t) - math.log(alpha + t + horizon)))
+        numerator = (a + b + x - 1) / (a - 1) * (1 - hyp * decay) if a != 1 else math.nan
+        if not math.isfinite(numerator):  # a == 1: the limit, by a symmetric difference around it
+            return (
+                BgNbd(r, alpha, a + 1e-6, b).expected(customer, horizon)
+                + BgNbd(r, alpha, a - 1e-6, b).expected(customer, horizon)
+            ) / 2
+        denominator = 1.0
+        if x > 0:
+            denominator += a / (b + x - 1) * math.exp((r + x) * (math.log(alpha + t) - math.log(alpha + t_x)))
+        return max(0.0, numerator / denominator)
+
+
+def hyp2f1(a: float, b: float, c: float, z: float) -> float:
+    """Gauss's hypergeometric function 2F1(a, b; c; z) for 0 <= z < 1, by its power series (the terms'
+    ratio tends to z, so it converges geometrically; BG/NBD horizons keep z well below 1)."""
+    if not 0 <= z < 1:
+        raise ValueError(f"hyp2f1 needs 0 <= z < 1, got {z}")
+    total = term = 1.0
+    k = 0
+    while True:
+        term *= (a + k) * (b + k) / ((c + k) * (k + 1)) * z
+        total += term
+        k += 1
+        if abs(term) <= 1e-15 * abs(total) or k > 100_000:
+            return total
+
 
 @dataclass(frozen=True, slots=True)
 class Customer:

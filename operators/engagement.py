@@ -96,7 +96,7 @@ def _move(user_id: str, user: UserState, to: str, ts: int, cause: str | None, ou
 def _score(user_id: str, user: UserState, as_of: int, cause: str | None, ctx: Context, out: list[Any]) -> bool:
     """Re-score; returns whether a record was emitted. Handles churn-risk alerts on band moves."""
     band_before = user.band
-    record = evaluate(ctx.model, user_id, user, as_of, cause or "", ctx.version)
+    record = evaluate(ctx.model, user_id, user, as_of, cause or "", ctx.version, ctx.lapse)
     if record is None:
         return False
     out.append(record)

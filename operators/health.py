@@ -17,27 +17,37 @@ from operators.scoring import (
     contributions,
     next_band,
     reasons,
+    renormalisation_shift,
     score_of,
 )
 from operators.state import DAY_MS, UserState, render_profile
 from schemas.codec import dumps, format_ts
 from schemas.outputs import OutputKind, Record, record_id
 
+_DEFAULT_LAPSE = LapseModel()
 ACCOUNT_COMPONENTS = ("user_health", "active_share", "not_at_risk", "team", "commercial")
 ACCOUNT_SHARES = (30.0, 35.0, 15.0, 10.0, 10.0)  # of 100
 
 
-def signals(model: ScoreModel, user: UserState, as_of: int) -> Signals:
+def signals(model: ScoreModel, user: UserState, as_of: int, lapse: LapseModel = _DEFAULT_LAPSE) -> Signals:
     features = user.features
+    # The frequency window: the last frequency_window_days, or since the first active day if later.
+    today = as_of // DAY_MS
+    window = min(model.frequency_window_days, max(0, today - user.first_active_day)) if user.last_active >= 0 else 0
     return Signals(
         days_since_active=None if user.last_active < 0 else max(0, as_of - user.last_active) / DAY_MS,
-        active_days_28=user.active_days(as_of, 28),
+        expected_gap_days=lapse.expected_gap_days(user),
+        rhythm_evidence=max(user.active_day_count - 1, 0) + lapse.prior_weight,
+        active_days_window=user.active_days(as_of, window + 1),
+        window_days=window,
         key_features_used=sum(1 for f in model.key_features if f in features),
         feature_uses=sum(features.values()),
         nps_score=user.nps_score if user.nps_score >= 0 else None,
         nps_age_days=max(0, as_of - user.nps_ts) / DAY_MS,
         support_load=user.support_load(),
         commercial=user.commercial,
+        has_tickets=user.tickets is not None,
+        has_commercial=user.commercial_ts >= 0,
     )
 
 
@@ -57,6 +67,7 @@ def _change(
     values: tuple[float, ...],
     contribs: tuple[float, ...],
     members: dict[str, Any] | None = None,
+    shift: tuple[float, ...] | None = None,
 ) -> dict[str, Any] | None:
     """The common part of a score change, or None when it moved less than min_delta within its band.
 
@@ -71,7 +82,7 @@ def _change(
     if members is None and not first and band is previous_band and abs(score - holder.score) < model.min_delta:
         return None
     rounded = tuple(round(v, 4) for v in values)
-    why = reasons(holder.contributions or None, contribs, names)
+    why = reasons(holder.contributions or None, contribs, names, shift)
     if members is not None:
         moved = round(score - max(holder.score, 0.0), 2)
         why.append({"component": "members", "delta": moved, **members})
@@ -88,10 +99,23 @@ def _change(
     return change
 
 
-def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause: str, version: str) -> Record | None:
+def evaluate(
+    model: ScoreModel,
+    user_id: str,
+    user: UserState,
+    as_of: int,
+    cause: str,
+    version: str,
+    lapse: LapseModel = _DEFAULT_LAPSE,
+) -> Record | None:
     """A `score_changed` record when the score moved by at least `min_delta` or the band changed."""
-    values = components(model, signals(model, user, as_of))
-    change = _change(model, user, COMPONENTS, values, contributions(model, values))
+    s = signals(model, user, as_of, lapse)
+    values = components(model, s)
+    present = s.present
+    shift = renormalisation_shift(model, user.present, present, user.components)
+    change = _change(model, user, COMPONENTS, values, contributions(model, values, present), shift=shift)
+    if change is not None:
+        user.present = present
     if change is None:
         return None
     doc = {
@@ -108,6 +132,17 @@ def evaluate(model: ScoreModel, user_id: str, user: UserState, as_of: int, cause
     return Record(OutputKind.SCORES, user_id, dumps(doc), as_of)
 
 
+def score_at(
+    model: ScoreModel, user: UserState, as_of: int, lapse: LapseModel = _DEFAULT_LAPSE
+) -> tuple[float, str, tuple[float, ...]]:
+    """The score, band and component values as of `as_of`, computed afresh (not the last emitted ones);
+    the band keeps the hysteresis of the last emitted band. For backtests."""
+    s = signals(model, user, as_of, lapse)
+    values = components(model, s)
+    score = score_of(contributions(model, values, s.present))
+    return score, next_band(model, Band(user.band) if user.band else None, score).value, values
+
+
 def render_user(user_id: str, user: UserState, model: ScoreModel, lapse: LapseModel | None = None) -> dict[str, Any]:
     """The full User 360 profile as of the user's own clock (their latest event or timer).
 
@@ -116,8 +151,8 @@ def render_user(user_id: str, user: UserState, model: ScoreModel, lapse: LapseMo
     """
     as_of = user.clock
     if user.score < 0:  # never evaluated (cannot happen after an applied event; kept total)
-        values = components(model, signals(model, user, as_of))
-        score, band, shown = score_of(contributions(model, values)), "", tuple(round(v, 4) for v in values)
+        score, _, values = score_at(model, user, as_of, lapse or _DEFAULT_LAPSE)
+        band, shown = "", tuple(round(v, 4) for v in values)
     else:
         score, band, shown = user.score, user.band, user.components
     profile = render_profile(user_id, user, as_of)
@@ -135,6 +170,8 @@ def render_user(user_id: str, user: UserState, model: ScoreModel, lapse: LapseMo
         if lapse.bgnbd is not None:
             p_alive = lapse.p_alive(user, as_of)
             profile["p_alive"] = None if p_alive is None else round(p_alive, 4)
+            expected = lapse.expected_active_days(user, as_of)
+            profile["expected_active_days"] = None if expected is None else round(expected, 2)
     return profile
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from operators.bgnbd import UNIT_DAYS, BgNbd
+from operators.bgnbd import UNIT_DAYS, BgNbd, Customer
 from operators.state import DAY_MS, UserState
 
 MODELS = ("fixed", "cadence", "bgnbd")
@@ -31,6 +31,8 @@ class LapseModel:
     # Scores are re-evaluated this often while a user is silent (passage of time), for this long at most.
     rescore_days: float = 1.0
     rescore_for_days: float = 30.0
+    # BG/NBD: profiles carry the expected active days over this horizon beside p_alive.
+    horizon_days: float = 28.0
     _bgnbd: BgNbd | None = field(init=False, compare=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -44,7 +46,7 @@ class LapseModel:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")
-        for name in ("cooldown_days", "rescore_for_days"):
+        for name in ("cooldown_days", "rescore_for_days", "horizon_days"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value}")
@@ -81,6 +83,20 @@ class LapseModel:
         t_x = (user.last_active_day - user.first_active_day) / size
         t = max(today - user.first_active_day, 0) / size
         return model.p_alive(user.active_day_count - 1, t_x, t)
+
+    def expected_active_days(self, user: UserState, as_of: int) -> float | None:
+        """BG/NBD's conditional expectation of the user's active days in the next `horizon_days`: unlike
+        p_alive (1 for anyone with no repeat activity, however long the silence), it falls with silence
+        for everyone. None without the BG/NBD model or without activity."""
+        model = self._bgnbd
+        if model is None or user.active_day_count == 0:
+            return None
+        size = UNIT_DAYS[self.unit]
+        first = user.first_active_day
+        customer = Customer(
+            user.active_day_count - 1, (user.last_active_day - first) / size, max(as_of // DAY_MS - first, 0) / size
+        )
+        return model.expected(customer, self.horizon_days / size)
 
     def deadline(self, user: UserState) -> int:
         """Epoch ms at which this user's silence becomes a lapse (if nothing happens before)."""

@@ -56,6 +56,7 @@ class UserState:
         "last_seen",
         "nps_score",
         "nps_ts",
+        "present",
         "score",
         "scored_day",
         "tickets",
@@ -90,6 +91,7 @@ class UserState:
         self.band = ""
         self.contributions: tuple[float, ...] = ()
         self.components: tuple[float, ...] = ()  # rounded component values of the last emitted score
+        self.present = 0  # which components had a signal at the last emitted score (scoring.Signals.present)
         self.scored_day = -1  # epoch day of the last evaluation
         # Lifecycle and alerts (operators.engagement): stage, open alert ids, the armed timer.
         self.engagement = ""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import zipfile
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from demo.cdnow import WHEEL as CDNOW_WHEEL
+from demo.cdnow import write_cdnow
 from engine.cli import main
 from operators.bgnbd import BgNbd, Customer, summarize
 from schemas.codec import loads
 
-ROOT = Path(__file__).resolve().parents[2]
-WHEEL = ROOT / ".cache" / "testdata" / "Lifetimes-0.11.3-py3-none-any.whl"
 # Fader, Hardie & Lee (2005), table 1, fitted on the 2357-customer CDNOW sample, 39-week calibration.
 PUBLISHED = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
 MODEL = BgNbd(**PUBLISHED)
@@ -21,18 +20,9 @@ MODEL = BgNbd(**PUBLISHED)
 
 @pytest.fixture(scope="module")
 def cdnow_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not WHEEL.is_file():
-        pytest.fail(f"{WHEEL} is missing: run `make testdata` (make test does it)")
-    with zipfile.ZipFile(WHEEL) as wheel:
-        text = wheel.read("lifetimes/datasets/CDNOW_sample.txt").decode()
-    lines = []
-    for n, row in enumerate(text.splitlines()):
-        customer, _, day, *_ = row.split()
-        ts = f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z"
-        lines.append(f'{{"event_id":"c{n}","user_id":"{customer}","type":"purchase","ts":"{ts}"}}')
-    path = tmp_path_factory.mktemp("cdnow") / "cdnow.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    if not CDNOW_WHEEL.is_file():
+        pytest.fail(f"{CDNOW_WHEEL} is missing: run `make testdata` (make test does it)")
+    return write_cdnow(tmp_path_factory.mktemp("cdnow") / "cdnow.jsonl")
 
 
 def test_fit_reproduces_the_published_cdnow_parameters(cdnow_events: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -343,20 +343,35 @@ def test_churn_risk_on_entering_at_risk_from_a_scored_band(
 
 
 def test_churn_risk_with_the_default_model() -> None:
-    """A watch user (three visits) gets two urgent tickets and a 0 NPS answer, then both tickets resolve."""
+    """A user quiet for five days (watch) gets two urgent tickets and a 0 NPS answer, then both tickets resolve.
+
+    formula changed: personal recency/frequency and re-normalised weights (issue #6); the old scenario (all on
+    day 2) no longer reaches at_risk: with recency and frequency at 1 the score cannot fall below 50.
+    By hand. Visits on days 0, 1, 2 (noon): g = (2 + 7)/(2 + 1) = 3 days, k = 3. No NPS, ticket or subscription
+    event yet: recency, frequency and adoption (0, no features) share 0.65 of weight: 100 * 0.25 * (r + f)/0.65.
+    Daily rescoring timers: day 6 00:00 (3.5 days quiet): late 1/6, r = (19/18)^-3 = 0.850, f = 3.5/(2 + 6/3)
+    = 0.875 -> 66.36 (healthy, kept); day 7 00:00: late 1/2, r = (7/6)^-3 = 0.630, f = 3.5/(2 + 7/3) = 0.808
+    -> 55.29: watch. Then on day 7 (f = 0.808), late = (5 + h - 3)/3 for h the hours past noon in days:
+    - 23:00 first urgent ticket, support 1/3 joins (0.75 of weight): r = 0.4846,
+      100 * (0.25*0.4846 + 0.25*0.808 + 0.1/3)/0.75 = 47.52, watch;
+    - 23:10 second, support 1/5: 45.71 (-1.81, under min_delta);
+    - 23:20 NPS 0, sentiment 0 joins (0.90): r = 0.4828, 100 * (0.1207 + 0.2019 + 0.02)/0.90 = 38.07 < 40: at_risk;
+    - 23:40 first resolved, support 1/3: 39.50, still at_risk (< 45);
+    - 23:50 second resolved, support 1: r = 0.4802, 100 * (0.1200 + 0.2019 + 0.1)/0.90 = 46.89 >= 45: watch.
+    """
 
     def ticket(n: int, minute: int, resolved: bool = False) -> Event:
         kind = "support_ticket_resolved" if resolved else "support_ticket_opened"
         props: dict[str, Any] = {"ticket_id": f"t{n}"} if resolved else {"ticket_id": f"t{n}", "severity": "urgent"}
-        return _ev(f"{kind}{n}", _at(2, 13 * HOUR_MS) + minute * MINUTE_MS, kind, properties=props)
+        return _ev(f"{kind}{n}", _at(7, 23 * HOUR_MS) + minute * MINUTE_MS, kind, properties=props)
 
     events = [
         *_visits((0, 1, 2)),
         ticket(1, 0),
         ticket(2, 10),
-        _ev("nps", _at(2, 13 * HOUR_MS) + 20 * MINUTE_MS, "nps_response", properties={"score": 0}),
-        ticket(1, 60, resolved=True),
-        ticket(2, 70, resolved=True),
+        _ev("nps", _at(7, 23 * HOUR_MS) + 20 * MINUTE_MS, "nps_response", properties={"score": 0}),
+        ticket(1, 40, resolved=True),
+        ticket(2, 50, resolved=True),
     ]
     _, records = _records(events)
     scores = _docs(records, OutputKind.SCORES)
@@ -368,7 +383,17 @@ def test_churn_risk_with_the_default_model() -> None:
     left = next(s for s in scores if s["previous_band"] == "at_risk")
     assert (entered["previous_band"], entered["cause_event_id"], firing["ts"]) == ("watch", "u-nps", entered["ts"])
     assert (left["band"], left["cause_event_id"], resolved["ts"]) == ("watch", "u-support_ticket_resolved2", left["ts"])
-    assert firing["score"] == entered["score"] < 40
+    assert firing["score"] == entered["score"] == 38.07
+    assert left["score"] == 46.89
+    # The band history: watch on the first day (frequency (1 + 0.5)/2 = 0.75: 100 * 0.25 * 1.75/0.65 = 67.31),
+    # healthy from day 1 (76.92), watch by timer on day 7, at_risk at the NPS, watch once both tickets resolve.
+    assert [(s["band"], s["cause_event_id"]) for s in scores if s["band"] != s["previous_band"]] == [
+        ("watch", "u-d0"),
+        ("healthy", "u-d1"),
+        ("watch", None),
+        ("at_risk", "u-nps"),
+        ("watch", "u-support_ticket_resolved2"),
+    ]
     assert firing["next_step"]["action"] == "adopt_feature"
     assert _stages(records, "engagement") == [
         (None, "new"),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from operators.scoring import (
+    ALL_PRESENT,
     COMPONENTS,
     Band,
     ScoreModel,
@@ -23,19 +24,32 @@ from operators.scoring import (
 MODEL = ScoreModel()
 H, W, R = Band.HEALTHY, Band.WATCH, Band.AT_RISK
 
-# A middling user, worked out by hand with the default weights (25/25/15/15/10/10):
-# recency 1.0 -> 25, frequency 6/12 -> 12.5, adoption 0.7*3/6 + 0.3*25/50 = 0.5 -> 7.5,
-# sentiment neutral 0.6 -> 9, support 1/(1+2/2) = 0.5 -> 5, commercial paying 1.0 -> 10; total 69.0.
+# A middling user with a signal for every component (so the default weights 25/25/15/15/10/10 apply as they
+# are), worked out by hand: a 4-day rhythm resting on 4 gaps, active today, 2 active days in a 12-day window.
+# recency: active today, late = 0 -> 1.0 -> 25
+# frequency: (2 + 0.5*1) / (1 + 12/4 + 1) = 2.5/5 = 0.5 -> 12.5
+# adoption 0.7*3/6 + 0.3*25/50 = 0.5 -> 7.5; sentiment NPS 6 today = 0.6 -> 9; support 1/(1+2/2) = 0.5 -> 5;
+# commercial paying 1.0 -> 10; total 69.0.
 BASE = Signals(
     days_since_active=0.0,
-    active_days_28=6,
+    expected_gap_days=4.0,
+    rhythm_evidence=4.0,
+    active_days_window=2,
+    window_days=12,
     key_features_used=3,
     feature_uses=25,
-    nps_score=None,
+    nps_score=6,
     nps_age_days=0.0,
     support_load=2.0,
     commercial="paying",
+    has_tickets=True,
+    has_commercial=True,
 )
+
+
+def _mask(*names: str) -> int:
+    """A `present` bitmask spelled out by component names: bit i is COMPONENTS[i]."""
+    return sum(1 << COMPONENTS.index(name) for name in names)
 
 
 def _signals(**changes: Any) -> Signals:
@@ -47,19 +61,54 @@ def _component(model: ScoreModel, s: Signals, name: str) -> float:
 
 
 COMPONENT_CASES = [
-    # recency: half-life of 7 days by default
+    # formula changed: personal recency/frequency (issue #6). recency: 1 within the user's own gap g, then
+    # (1 + late/k)^-k with late = (days - g) / (g * recency_scale) and k = rhythm_evidence. BASE: g = 4, k = 4.
     pytest.param({}, {"days_since_active": None}, "recency", 0.0, id="recency-never-active"),
     pytest.param({}, {"days_since_active": 0.0}, "recency", 1.0, id="recency-today"),
-    pytest.param({}, {"days_since_active": 3.5}, "recency", 2**-0.5, id="recency-half-a-half-life"),
-    pytest.param({}, {"days_since_active": 7.0}, "recency", 0.5, id="recency-7-days-is-half"),
-    pytest.param({}, {"days_since_active": 14.0}, "recency", 0.25, id="recency-14-days-is-quarter"),
-    pytest.param({"recency_half_life_days": 14.0}, {"days_since_active": 14.0}, "recency", 0.5, id="recency-custom"),
-    # frequency: active days in 28 against a target of 12
-    pytest.param({}, {"active_days_28": 0}, "frequency", 0.0, id="frequency-none"),
-    pytest.param({}, {"active_days_28": 6}, "frequency", 0.5, id="frequency-half-target"),
-    pytest.param({}, {"active_days_28": 12}, "frequency", 1.0, id="frequency-at-target"),
-    pytest.param({}, {"active_days_28": 28}, "frequency", 1.0, id="frequency-capped-above-target"),
-    pytest.param({"frequency_target_days": 20}, {"active_days_28": 10}, "frequency", 0.5, id="frequency-custom"),
+    pytest.param({}, {"days_since_active": 3.0}, "recency", 1.0, id="recency-within-own-gap"),
+    pytest.param({}, {"days_since_active": 4.0}, "recency", 1.0, id="recency-exactly-one-gap"),
+    # late = (8-4)/4 = 1, k = 4 -> (1 + 1/4)^-4 = 0.8^4 = 0.4096
+    pytest.param({}, {"days_since_active": 8.0}, "recency", 0.4096, id="recency-one-gap-late"),
+    # late = (12-4)/4 = 2, k = 4 -> (1 + 2/4)^-4 = (2/3)^4 = 16/81
+    pytest.param({}, {"days_since_active": 12.0}, "recency", 16 / 81, id="recency-two-gaps-late"),
+    # one active day (k = 1) is gentle: late = 1 -> 1/(1+1) = 0.5
+    pytest.param({}, {"days_since_active": 8.0, "rhythm_evidence": 1.0}, "recency", 0.5, id="recency-k1-gentle"),
+    # late = 2, k = 2 -> (1 + 2/2)^-2 = 0.25
+    pytest.param({}, {"days_since_active": 12.0, "rhythm_evidence": 2.0}, "recency", 0.25, id="recency-k2"),
+    # the same silence is on time for a weekly user: 8 days, g = 8 -> late 0 -> 1
+    pytest.param({}, {"days_since_active": 8.0, "expected_gap_days": 8.0}, "recency", 1.0, id="recency-weekly-8d"),
+    # recency_scale 2: late = (12-4)/(4*2) = 1, k = 4 -> 0.8^4 = 0.4096
+    pytest.param({"recency_scale": 2.0}, {"days_since_active": 12.0}, "recency", 0.4096, id="recency-scale-2"),
+    # formula changed: personal recency/frequency (issue #6). frequency: (active + 0.5*prior) / (1 + window/g +
+    # prior), capped at 1. BASE: window 12, g = 4, prior 1 -> denominator 1 + 3 + 1 = 5.
+    pytest.param({}, {"days_since_active": None}, "frequency", 0.0, id="frequency-never-active"),
+    pytest.param({}, {"active_days_window": 0}, "frequency", 0.1, id="frequency-none-is-prior-half-day"),
+    pytest.param({}, {"active_days_window": 2}, "frequency", 0.5, id="frequency-half-the-rhythm"),
+    # on rhythm: 4 active days, 1 + 12/4 = 4 expected -> 4.5/5 = 0.9 (the prior pulls towards 1/2)
+    pytest.param({}, {"active_days_window": 4}, "frequency", 0.9, id="frequency-on-rhythm"),
+    pytest.param({}, {"active_days_window": 5}, "frequency", 1.0, id="frequency-capped-above-rhythm"),
+    pytest.param({}, {"active_days_window": 13}, "frequency", 1.0, id="frequency-every-day-capped"),
+    # no prior: 2/4 = 0.5, 4/4 = 1
+    pytest.param({"frequency_prior": 0.0}, {"active_days_window": 2}, "frequency", 0.5, id="frequency-no-prior-half"),
+    pytest.param({"frequency_prior": 0.0}, {"active_days_window": 4}, "frequency", 1.0, id="frequency-no-prior-on"),
+    # prior 3: (0 + 1.5) / (4 + 3) = 3/14
+    pytest.param({"frequency_prior": 3.0}, {"active_days_window": 0}, "frequency", 3 / 14, id="frequency-prior-3"),
+    # first day: window 0, g = 7 -> (1 + 0.5) / (1 + 0 + 1) = 0.75: promising, not proof
+    pytest.param(
+        {},
+        {"active_days_window": 1, "window_days": 0, "expected_gap_days": 7.0},
+        "frequency",
+        0.75,
+        id="frequency-first-day",
+    ),
+    # daily rhythm, half the days: (14 + 0.5) / (1 + 27/1 + 1) = 14.5/29 = 0.5
+    pytest.param(
+        {},
+        {"active_days_window": 14, "window_days": 27, "expected_gap_days": 1.0},
+        "frequency",
+        0.5,
+        id="frequency-daily-half",
+    ),
     # adoption: 0.7 breadth (key features of 6) + 0.3 depth (uses of 50, capped)
     pytest.param({}, {"key_features_used": 0, "feature_uses": 0}, "adoption", 0.0, id="adoption-none"),
     pytest.param({}, {"key_features_used": 6, "feature_uses": 0}, "adoption", 0.7, id="adoption-all-breadth"),
@@ -113,39 +162,161 @@ def test_component_value(
     assert _component(model, _signals(**signal_changes), name) == pytest.approx(expected, abs=1e-9)
 
 
+def test_recency_sharpens_towards_exp_minus_late_with_a_long_history() -> None:
+    """The more gaps the rhythm rests on (k), the sharper: (1 + late/k)^-k falls towards e^-late as k grows."""
+    # late = (8-4)/4 = 1: k = 1 -> 1/2, k = 4 -> 0.4096, k = 2**20 -> e^-1 = 0.367879 (within 1e-6)
+    by_evidence = [_component(MODEL, _signals(days_since_active=8.0, rhythm_evidence=k), "recency") for k in (1, 4)]
+    assert by_evidence == pytest.approx([0.5, 0.4096], abs=1e-12)
+    long_history = _component(MODEL, _signals(days_since_active=8.0, rhythm_evidence=2.0**20), "recency")
+    assert long_history == pytest.approx(0.36787944, abs=1e-6)
+
+
 def test_components_come_in_components_order() -> None:
     assert COMPONENTS == ("recency", "frequency", "adoption", "sentiment", "support", "commercial")
     assert components(MODEL, BASE) == pytest.approx((1.0, 0.5, 0.5, 0.6, 0.5, 1.0))
 
 
+# Signals for a user nothing is known of but the (absent) key features they used: never active, no NPS answer,
+# no ticket, no subscription event. Positional, in field order.
+NOTHING_YET = Signals(None, 7.0, 1.0, 0, 0, 3, 25, None, 0.0, 0.0, "visitor")
+
 SCORE_CASES = [
     pytest.param(MODEL, BASE, 69.0, id="middling-user"),
     pytest.param(
         MODEL,
-        _signals(active_days_28=20, key_features_used=6, feature_uses=80, nps_score=10, support_load=0.0),
+        _signals(active_days_window=5, key_features_used=6, feature_uses=80, nps_score=10, support_load=0.0),
         100.0,
         id="perfect",
     ),
-    # Only support (no tickets) is left: 10.
+    # formula changed: re-normalised weights (issue #6). Never active, churned, no tickets: only adoption (0)
+    # and commercial (0) have a signal, so support no longer gives its 10 for free: 0.
     pytest.param(
         MODEL,
-        Signals(None, 0, 0, 0, 0, 0.0, 0.0, "churned"),
-        10.0,
-        id="worst-but-no-tickets",
+        Signals(None, 7.0, 1.0, 0, 0, 0, 0, None, 0.0, 0.0, "churned", has_commercial=True),
+        0.0,
+        id="worst-never-active-no-tickets",
     ),
-    # 25*0.5 + 25*0.5 + 7.5 + 9 + 5 + 10 = 56.5
-    pytest.param(MODEL, _signals(days_since_active=7.0), 56.5, id="a-week-quiet"),
+    # Only adoption has a signal: 100 * 0.5 (0.7*3/6 + 0.3*25/50).
+    pytest.param(MODEL, NOTHING_YET, 50.0, id="only-adoption-has-a-signal"),
+    # formula changed: personal recency (issue #6). 8 days, g = 4, k = 4: recency 0.4096 -> 25*0.4096 = 10.24;
+    # 10.24 + 12.5 + 7.5 + 9 + 5 + 10 = 54.24
+    pytest.param(MODEL, _signals(days_since_active=8.0), 54.24, id="a-gap-late"),
+    # No NPS answer, no ticket, no subscription event: recency, frequency and adoption share the score,
+    # 100 * (0.25*1 + 0.25*0.5 + 0.15*0.5) / (0.25 + 0.25 + 0.15) = 100 * 0.45/0.65 = 69.23
+    pytest.param(
+        MODEL,
+        _signals(nps_score=None, has_tickets=False, has_commercial=False),
+        69.23,
+        id="re-normalised-over-present",
+    ),
     # Only recency and support weigh, equally: 50*1.0 + 50*0.5.
     pytest.param(ScoreModel(weights={"recency": 2.0, "support": 2.0}), BASE, 75.0, id="weights-are-normalised"),
     pytest.param(ScoreModel(weights={"commercial": 1.0}), _signals(commercial="trial"), 70.0, id="one-component"),
+    # The only weighted component (support) has no signal: every configured weight is used, 100 * support 0.5.
+    pytest.param(
+        ScoreModel(weights={"support": 1.0}), _signals(has_tickets=False), 50.0, id="no-present-weight-falls-back"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("model", "s", "expected"), SCORE_CASES)
 def test_score(model: ScoreModel, s: Signals, expected: float) -> None:
-    contribs = contributions(model, components(model, s))
+    contribs = contributions(model, components(model, s), s.present)
     assert len(contribs) == len(COMPONENTS)
     assert score_of(contribs) == pytest.approx(expected, abs=0.005)
+
+
+PRESENT_CASES = [
+    pytest.param({}, ("recency", "frequency", "adoption", "sentiment", "support", "commercial"), id="all"),
+    pytest.param({"days_since_active": None}, ("adoption", "sentiment", "support", "commercial"), id="never-active"),
+    pytest.param({"nps_score": None}, ("recency", "frequency", "adoption", "support", "commercial"), id="no-nps"),
+    pytest.param(
+        {"has_tickets": False}, ("recency", "frequency", "adoption", "sentiment", "commercial"), id="no-tickets"
+    ),
+    # a resolved ticket still counts: a ticket was had, even at load 0
+    pytest.param({"support_load": 0.0}, COMPONENTS, id="tickets-all-resolved"),
+    pytest.param(
+        {"has_commercial": False}, ("recency", "frequency", "adoption", "sentiment", "support"), id="no-commercial"
+    ),
+    pytest.param(
+        {"days_since_active": None, "nps_score": None, "has_tickets": False, "has_commercial": False},
+        ("adoption",),
+        id="adoption-always",
+    ),
+    # no key feature used is still a signal for adoption
+    pytest.param(
+        {"key_features_used": 0, "feature_uses": 0, "nps_score": None, "has_tickets": False, "has_commercial": False},
+        ("recency", "frequency", "adoption"),
+        id="adoption-even-at-zero",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "names"), PRESENT_CASES)
+def test_present_mask(changes: dict[str, Any], names: tuple[str, ...]) -> None:
+    assert _signals(**changes).present == _mask(*names)
+
+
+def test_all_present_is_every_bit() -> None:
+    assert ALL_PRESENT == 0b111111 == _mask(*COMPONENTS)
+    assert BASE.present == ALL_PRESENT
+
+
+@pytest.mark.parametrize(
+    ("weights", "names", "shares"),
+    [
+        pytest.param(None, COMPONENTS, (25.0, 25.0, 15.0, 15.0, 10.0, 10.0), id="all-present-defaults"),
+        pytest.param(None, ("adoption",), (0.0, 0.0, 100.0, 0.0, 0.0, 0.0), id="adoption-alone"),
+        # 25/0.65 = 38.4615..., 15/0.65 = 23.0769...
+        pytest.param(
+            None,
+            ("recency", "frequency", "adoption"),
+            (25 / 0.65, 25 / 0.65, 15 / 0.65, 0.0, 0.0, 0.0),
+            id="not-yet-answered",
+        ),
+        # 0.15 + 0.15: half each
+        pytest.param(None, ("adoption", "sentiment"), (0.0, 0.0, 50.0, 50.0, 0.0, 0.0), id="never-active-answered"),
+        # 0.25+0.25+0.15+0.10 = 0.75: 33.33, 33.33, 20, 13.33
+        pytest.param(
+            None,
+            ("recency", "frequency", "adoption", "commercial"),
+            (100 / 3, 100 / 3, 20.0, 0.0, 0.0, 40 / 3),
+            id="paying-no-nps-no-tickets",
+        ),
+        # only support is weighted but has no signal: the configured weights stand
+        pytest.param({"support": 1.0}, ("adoption",), (0.0, 0.0, 0.0, 0.0, 100.0, 0.0), id="fallback-to-all"),
+        # support weighted 3, frequency 1, support absent: frequency takes it all
+        pytest.param(
+            {"support": 3.0, "frequency": 1.0},
+            ("recency", "frequency", "adoption"),
+            (0.0, 100.0, 0.0, 0.0, 0.0, 0.0),
+            id="present-unweighted-ignored",
+        ),
+    ],
+)
+def test_shares_are_re_normalised_over_present_components(
+    weights: dict[str, float] | None, names: tuple[str, ...], shares: tuple[float, ...]
+) -> None:
+    model = MODEL if weights is None else ScoreModel(weights=weights)
+    present = _mask(*names)
+    assert model.shares(present) == pytest.approx(shares)
+    assert sum(model.shares(present)) == pytest.approx(100.0)
+    # An absent component contributes nothing, whatever its value.
+    assert contributions(model, (1.0,) * 6, present) == pytest.approx(shares)
+    assert contributions(model, (0.5,) * 6, present) == pytest.approx(tuple(x / 2 for x in shares))
+
+
+def test_absent_component_contributes_nothing_whatever_its_value() -> None:
+    # Sentiment valued 1.0 but absent: 0 points; the other five share 100 by 25/25/15/10/10 over 0.85.
+    values = (1.0, 0.5, 0.5, 1.0, 0.5, 1.0)
+    present = _mask("recency", "frequency", "adoption", "support", "commercial")
+    got = contributions(MODEL, values, present)
+    # 25/0.85*1 = 29.41, 25/0.85*0.5 = 14.71, 15/0.85*0.5 = 8.82, 0, 10/0.85*0.5 = 5.88, 10/0.85*1 = 11.76
+    assert got == pytest.approx((25 / 0.85, 12.5 / 0.85, 7.5 / 0.85, 0.0, 5 / 0.85, 10 / 0.85))
+    # 100 * (0.25 + 0.125 + 0.075 + 0.05 + 0.1) / 0.85 = 100 * 0.6/0.85 = 70.59
+    assert score_of(got) == 70.59
+    # The default mask is every component: sentiment's 1.0 then counts at its configured 15.
+    assert contributions(MODEL, values) == pytest.approx((25.0, 12.5, 7.5, 15.0, 5.0, 10.0))
 
 
 @pytest.mark.parametrize(
@@ -338,7 +509,9 @@ def _weights_with(**changes: float) -> dict[str, float]:
         pytest.param(ScoreModel(weights=_weights_with(recency=0.30)), id="one-weight"),
         pytest.param(ScoreModel(weights=_weights_with(support=0.0)), id="weight-to-zero"),
         pytest.param(ScoreModel(key_features=("dashboards",)), id="key-features"),
-        pytest.param(ScoreModel(recency_half_life_days=14.0), id="half-life"),
+        pytest.param(ScoreModel(recency_scale=2.0), id="recency-scale"),
+        pytest.param(ScoreModel(frequency_window_days=90), id="frequency-window"),
+        pytest.param(ScoreModel(frequency_prior=2.0), id="frequency-prior"),
         pytest.param(ScoreModel(healthy_enter=75.0), id="threshold"),
         pytest.param(ScoreModel(min_delta=1.0), id="min-delta"),
     ],
@@ -372,21 +545,20 @@ def test_invalid_model_is_rejected(changes: dict[str, Any], message: str) -> Non
 UNSOUND_MODELS = [
     pytest.param({"weights": {"recency": float("nan")}}, id="nan-weight"),
     pytest.param({"weights": {"recency": float("inf")}}, id="inf-weight"),
-    pytest.param({"frequency_target_days": 0}, id="freq-0"),
+    pytest.param({"frequency_window_days": 0}, id="frequency-window-0"),
+    pytest.param({"frequency_window_days": -30}, id="negative-frequency-window"),
+    pytest.param({"frequency_prior": -1.0}, id="negative-frequency-prior"),
+    pytest.param({"frequency_prior": float("nan")}, id="nan-frequency-prior"),
+    pytest.param({"frequency_prior": float("inf")}, id="inf-frequency-prior"),
     pytest.param({"depth_target": 0}, id="depth-0"),
     pytest.param({"support_load_scale": 0.0}, id="support-0"),
-    pytest.param(
-        {"recency_half_life_days": 0.0},
-        id="recency-half-life-0",
-    ),
+    pytest.param({"recency_scale": 0.0}, id="recency-scale-0"),
+    pytest.param({"recency_scale": float("nan")}, id="nan-recency-scale"),
     pytest.param(
         {"nps_half_life_days": 0.0},
         id="nps-half-life-0",
     ),
-    pytest.param(
-        {"recency_half_life_days": -7.0},
-        id="negative-half-life",
-    ),
+    pytest.param({"recency_scale": -1.0}, id="negative-recency-scale"),
 ]
 
 
@@ -406,8 +578,11 @@ def test_unsound_model_is_rejected(changes: dict[str, Any]) -> None:
         ),
         pytest.param({"key_features": ()}, id="no-key-features"),
         pytest.param({"min_delta": 0.0}, id="zero-min-delta"),
+        pytest.param({"frequency_prior": 0.0}, id="no-frequency-prior"),
+        pytest.param({"frequency_window_days": 1}, id="one-day-frequency-window"),
     ],
 )
 def test_edge_models_are_accepted(changes: dict[str, Any]) -> None:
     model = ScoreModel(**changes)
-    assert 0.0 <= score_of(contributions(model, components(model, BASE))) <= 100.0
+    for s in (BASE, NOTHING_YET):
+        assert 0.0 <= score_of(contributions(model, components(model, s), s.present)) <= 100.0
