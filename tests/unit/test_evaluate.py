@@ -12,7 +12,9 @@ from engine.config import load_settings
 from engine.evaluate import auc, evaluate_events, roc_points
 from engine.fitscore import fit_weights, internal_split
 from operators.bgnbd import BgNbd, Customer, hyp2f1
+from operators.health import render_user
 from operators.lapse import LapseModel
+from operators.scoring import ScoreModel
 from operators.state import UserState
 from tests.factories import DAY_MS, T0, make_event
 
@@ -75,6 +77,10 @@ def test_expected_active_days_in_the_lapse_model() -> None:
     # x = 2 repeats, t_x = 14/7 = 2 weeks, T = 21/7 = 3 weeks, horizon 4 weeks
     assert lapse.expected_active_days(user, as_of) == pytest.approx(CDNOW.expected(Customer(2, 2.0, 3.0), 4.0))
     assert LapseModel().expected_active_days(user, as_of) is None  # cadence model: no BG/NBD
+    user.clock = as_of
+    profile = render_user("user-1", user, ScoreModel(), lapse)
+    assert profile["expected_active_days"] == round(CDNOW.expected(Customer(2, 2.0, 3.0), 4.0), 2)
+    assert "expected_active_days" not in render_user("user-1", user, ScoreModel(), LapseModel())
 
 
 def test_fit_weights_are_non_negative_and_find_the_signal() -> None:
