@@ -1,4 +1,5 @@
-"""One shard of users: de-duplication, event-time ordering, per-user state and the outputs events cause."""
+"""One shard of users: de-duplication and erasure, per-user state and the outputs events cause, composing
+the time parts (LowWatermark, OrderingBuffer, TimerService)."""
 
 from __future__ import annotations
 
