@@ -1,7 +1,7 @@
 """Throughput: the plain-Python ceiling vs the real Pulse dataflow, both reading the same N Kafka events.
 
-    python -m bench.throughput [--events N] [--users U] [--topic T] [--bootstrap HOST:PORT]
-                               [--repeat R] [--live] [--profile]
+    python -m bench.throughput [--events N] [--users U] [--workload uniform|sessions] [--topic T]
+                               [--bootstrap HOST:PORT] [--repeat R] [--live] [--profile]
 
 Each measured phase runs in its own subprocess (`--phase ceiling|pulse|pulse-live`) so that its peak RSS
 is its own; the parent only prepares the topic, collects the figures and writes bench/results/latest.json.
@@ -36,7 +36,7 @@ from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from bench.progress import Progress
-from bench.topic import SEED, BenchSetupError, TopicState, default_topic, ensure_topic, topic_state
+from bench.topic import SEED, WORKLOADS, BenchSetupError, TopicState, default_topic, ensure_topic, topic_state
 from engine.config import RedisSettings, Settings, TopicSettings, load_settings
 from engine.flow import ShardFinal, build_flow, flow_config
 from engine.sources import KafkaSource
@@ -425,6 +425,8 @@ def _child(args: argparse.Namespace, phase: str, profile_out: Path | None = None
             str(args.events),
             "--users",
             str(args.users),
+            "--workload",
+            args.workload,
             "--topic",
             args.topic,
             "--bootstrap",
@@ -510,7 +512,7 @@ def _orchestrate(args: argparse.Namespace) -> int:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "code": _code_version(),
     }
-    state = ensure_topic(settings.kafka, args.topic, args.events, args.users)
+    state = ensure_topic(settings.kafka, args.topic, args.events, args.users, args.workload)
     runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "pulse": []}
     out = RESULTS / "latest.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -570,6 +572,7 @@ def _report(
         "config": {
             "events": args.events,
             "users": args.users,
+            "workload": args.workload,
             "seed": SEED,
             "topic": args.topic,
             "partitions": state.partitions,
@@ -638,6 +641,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="uniform", help="the generated stream")
     parser.add_argument("--topic", help="default pulse-bench-<events>-<users>")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--repeat", type=int, default=1, help="alternate ceiling/pulse runs; medians reported")
@@ -654,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.events < 1 or args.users < 1 or args.repeat < 1:
         print("bench: --events, --users and --repeat must be at least 1", file=sys.stderr)
         return 2
-    args.topic = args.topic or default_topic(args.events, args.users)
+    args.topic = args.topic or default_topic(args.events, args.users, args.workload)
     try:
         if args.phase is not None:
             if not args.result_file:

@@ -10,11 +10,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.progress import Progress
-from demo.generator import fast_events
+from demo.generator import fast_events, session_events
 from engine.config import KafkaSettings
 
 PARTITIONS = 4
 SEED = 20260105
+# The same seeded generator for every phase: `uniform` (simple events, users uniformly random) or
+# `sessions` (Zipf-skewed users, sessions of 3-60 events, ~1% NPS/tickets/subscription events).
+WORKLOADS = {"uniform": fast_events, "sessions": session_events}
 _USER_FIELD = b'"user_id":"'
 
 
@@ -33,8 +36,9 @@ class TopicState:
         return sum(high - low for low, high in self.watermarks.values())
 
 
-def default_topic(events: int, users: int) -> str:
-    return f"pulse-bench-{events}-{users}"
+def default_topic(events: int, users: int, workload: str = "uniform") -> str:
+    kind = "" if workload == "uniform" else f"{workload}-"
+    return f"pulse-bench-{kind}{events}-{users}"
 
 
 def user_key(value: bytes) -> bytes:
@@ -111,7 +115,7 @@ def _recreate(kafka: KafkaSettings, topic: str, deadline_s: float = 120.0) -> No
         time.sleep(0.2)
 
 
-def _produce(kafka: KafkaSettings, topic: str, events: int, users: int) -> None:
+def _produce(kafka: KafkaSettings, topic: str, events: int, users: int, workload: str) -> None:
     config = {**kafka.producer_config(), "linger.ms": 20, "batch.size": 1_000_000}
     producer = Producer(config)
     errors: list[str] = []
@@ -126,7 +130,7 @@ def _produce(kafka: KafkaSettings, topic: str, events: int, users: int) -> None:
 
     progress = Progress("produce", events)
     produce = producer.produce
-    for sent, value in enumerate(fast_events(events, users, SEED), 1):
+    for sent, value in enumerate(WORKLOADS[workload](events, users, SEED), 1):
         key = user_key(value)
         while True:
             try:
@@ -147,7 +151,7 @@ def _produce(kafka: KafkaSettings, topic: str, events: int, users: int) -> None:
         )
 
 
-def ensure_topic(kafka: KafkaSettings, topic: str, events: int, users: int) -> TopicState:
+def ensure_topic(kafka: KafkaSettings, topic: str, events: int, users: int, workload: str = "uniform") -> TopicState:
     """Reuse `topic` if it holds exactly `events` messages in PARTITIONS partitions; else rebuild it."""
     state = topic_state(kafka, topic)
     if state is not None and state.partitions == PARTITIONS and state.messages == events:
@@ -156,7 +160,7 @@ def ensure_topic(kafka: KafkaSettings, topic: str, events: int, users: int) -> T
     found = "missing" if state is None else f"{state.messages:,} messages in {state.partitions} partitions"
     print(f"bench: (re)creating topic {topic} ({found})", file=sys.stderr, flush=True)
     _recreate(kafka, topic)
-    _produce(kafka, topic, events, users)
+    _produce(kafka, topic, events, users, workload)
     state = topic_state(kafka, topic)
     if state is None or state.messages != events:
         got = "missing" if state is None else f"{state.messages:,}"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from itertools import accumulate
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -761,3 +764,60 @@ def _fast_ticket(mode: int, tail: bytes, kind: bytes, seq: int, open_tickets: li
         return tail % open_tickets.pop(0), kind
     # Nothing to resolve yet: a plain page view keeps the count exact and every event valid.
     return b',"feature":null,"properties":{"path":"/support"}}', b"page_view"
+
+
+_SESSION_RARE: tuple[_FastEntry, ...] = (
+    (b"nps_response", b',"feature":null,"properties":{"score":3}}', 0),
+    (b"nps_response", b',"feature":null,"properties":{"score":9}}', 0),
+    (b"support_ticket_opened", b',"feature":null,"properties":{"ticket_id":"F%07d","severity":"high"}}', 1),
+    (b"support_ticket_resolved", b',"feature":null,"properties":{"ticket_id":"F%07d"}}', 2),
+    (b"trial_started", b',"feature":null,"properties":{"plan":"pro"}}', 0),
+    (b"subscribed", b',"feature":null,"properties":{"plan":"pro","mrr":99}}', 0),
+)
+
+
+def session_events(n: int, users: int, seed: int, zipf: float = 1.0, concurrent: int = 256) -> Iterator[bytes]:
+    """Yield `n` valid events shaped like product analytics streams: users' activity Zipf-skewed (user i
+    starts sessions with weight 1/(i+1)^zipf), events in sessions of 3-60 within minutes (a
+    session_start, then page views and feature uses), about 1% NPS answers, ticket events and subscription
+    changes. `concurrent` sessions interleave; timestamps increase; the same seed gives the same stream."""
+    if users < 1:
+        raise ValueError("users must be >= 1")
+    rng = random.Random(seed)
+    rand = rng.random
+    prefix = b"s%04x-" % rng.getrandbits(16)
+    heads = [b'","user_id":"u%06d","account_id":"a%05d","type":"' % (i + 1, i // 8 + 1) for i in range(users)]
+    weights = list(accumulate(1.0 / (i + 1) ** zipf for i in range(users)))
+    total = weights[-1]
+    features = [f.encode() for f in FEATURES]
+    views = [b',"feature":null,"properties":{"path":"/' + f + b'"}}' for f in features]
+    uses = [b',"feature":"' + f + b'","properties":null}' for f in features]
+    start_tail = b',"feature":null,"properties":{"device":"web"}}'
+    ts = int(datetime(2026, 1, 5, 8, tzinfo=UTC).timestamp() * 1000)
+    open_tickets: list[int] = []
+    # Each open session: [user head, events left]; a finished one is replaced by a new user's session.
+    sessions: list[list[Any]] = []
+    for seq in range(n):
+        ts += 1 + int(rand() * 40)
+        if len(sessions) < concurrent:
+            user = min(bisect_left(weights, rand() * total), users - 1)
+            sessions.append([heads[user], 3 + int(rand() * 58)])
+            index = len(sessions) - 1
+            kind, tail = b"session_start", start_tail
+        else:
+            index = int(rand() * len(sessions))
+            roll = rand()
+            if roll < 0.01:
+                kind, tail, mode = _SESSION_RARE[int(rand() * len(_SESSION_RARE))]
+                if mode:
+                    tail, kind = _fast_ticket(mode, tail, kind, seq, open_tickets)
+            elif roll < 0.56:
+                kind, tail = b"page_view", views[int(rand() * len(views))]
+            else:
+                kind, tail = b"feature_used", uses[int(rand() * len(uses))]
+        session = sessions[index]
+        yield b'{"event_id":"%s%09d%s%s","ts":%s%s' % (prefix, seq, session[0], kind, _fast_ts(ts, False), tail)
+        session[1] -= 1
+        if session[1] <= 0:
+            sessions[index] = sessions[-1]
+            sessions.pop()

@@ -20,8 +20,11 @@ from demo.generator import (
     fast_events,
     generate,
     persona_of,
+    session_events,
     write_jsonl,
 )
+from schemas.codec import decode
+from schemas.events import Event, Origin, Vocabulary
 
 KNOWN_TYPES = {
     "session_start", "page_view", "feature_used", "api_call", "purchase", "nps_response",
@@ -277,3 +280,25 @@ def test_fast_events_count_validity_and_order() -> None:
 def test_fast_events_deterministic() -> None:
     assert list(fast_events(1000, users=10, seed=1)) == list(fast_events(1000, users=10, seed=1))
     assert list(fast_events(1000, users=10, seed=1)) != list(fast_events(1000, users=10, seed=2))
+
+
+def test_session_events_look_like_product_analytics() -> None:
+    """The bench's `sessions` workload: valid, seeded, sessions of page views and feature uses, ~1% rare
+    events, and a Zipf-skewed user mix."""
+    lines = list(session_events(60_000, 5_000, seed=3))
+    assert lines == list(session_events(60_000, 5_000, seed=3))
+    assert lines != list(session_events(60_000, 5_000, seed=4))
+    vocab = Vocabulary()
+    decoded = [decode(line, Origin("bench", 0, i), vocab) for i, line in enumerate(lines)]
+    events = [e for e in decoded if isinstance(e, Event)]
+    assert len(events) == 60_000  # every line valid
+    kinds = Counter(e.type for e in events)
+    common = kinds["page_view"] + kinds["feature_used"]
+    rare = sum(kinds[k] for k in kinds if k not in ("page_view", "feature_used", "session_start"))
+    assert common / len(events) > 0.9
+    assert 0.005 < rare / len(events) < 0.02
+    # Sessions of 3-60 events: between 1/60 and 1/3 of the events start one.
+    assert 1 / 60 < kinds["session_start"] / len(events) < 1 / 3
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+    per_user = sorted(Counter(e.user_id for e in events).values(), reverse=True)
+    assert per_user[0] > 20 * per_user[len(per_user) // 2]  # a few users send most of the events
