@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	&& { command -v $$p; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test testdata test-unit check lint typecheck format bench lock services services-stop clean
+.PHONY: help install demo test testdata test-unit check lint typecheck format bench bench-quix-env lock services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ format: install ## apply ruff fixes and formatting
 
 bench: install services ## throughput: plain-Python ceiling vs the Pulse pipeline on 1M Kafka events
 	$(BIN)/python -m bench.throughput
+
+bench-quix-env: ## the peer for `bench.throughput --quix`: Quix Streams in its own .venv-quix (never in Pulse's)
+	$(PYTHON) -m venv .venv-quix
+	.venv-quix/bin/pip install --quiet quixstreams==3.28.1 orjson==3.13.0
 
 lock: ## re-resolve exact versions into requirements.lock (needs uv)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock

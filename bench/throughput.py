@@ -1,7 +1,7 @@
 """Throughput: the plain-Python ceiling vs the real Pulse dataflow, both reading the same N Kafka events.
 
     python -m bench.throughput [--events N] [--users U] [--workload uniform|sessions] [--topic T]
-                               [--bootstrap HOST:PORT] [--repeat R] [--live] [--profile]
+                               [--bootstrap HOST:PORT] [--repeat R] [--live] [--quix] [--profile]
 
 Each measured phase runs in its own subprocess (`--phase ceiling|pulse|pulse-live`) so that its peak RSS
 is its own; the parent only prepares the topic, collects the figures and writes bench/results/latest.json.
@@ -49,6 +49,7 @@ RESULTS = ROOT / "bench" / "results"
 DAY_MS = 86_400_000
 PHASES = ("ceiling", "pulse", "pulse-live")
 LIVE_PREFIX = "pulse-bench"
+QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 Item = tuple[str, list[Any]]
 
 
@@ -446,6 +447,31 @@ def _child(args: argparse.Namespace, phase: str, profile_out: Path | None = None
     return result
 
 
+def _quix(args: argparse.Namespace) -> dict[str, Any]:
+    """Phase (e): bench/quix_app.py in its own virtualenv (`make bench-quix-env`), same topic."""
+    if not QUIX_PYTHON.exists():
+        raise BenchSetupError(f"--quix needs {QUIX_PYTHON.relative_to(ROOT)}: run `make bench-quix-env` first")
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"bench: phase quix (load average {load[0]})", file=sys.stderr, flush=True)
+    cmd = [str(QUIX_PYTHON), "-m", "bench.quix_app", "--topic", args.topic, "--events", str(args.events)]
+    cmd += ["--bootstrap", args.bootstrap]
+    completed = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False, capture_output=True, text=True
+    )
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        raise BenchSetupError(f"phase quix failed ({completed.returncode}): {completed.stderr.strip()[-300:]}")
+    figures = json.loads(lines[-1])
+    return {
+        "events_per_s": figures["eps"],
+        "elapsed_s": figures["seconds"],
+        "peak_rss_kib": figures["peak_rss_kib"],
+        "outputs": {"records": figures["records"]},
+        "loadavg_before": load,
+        "code": _code_version(),
+    }
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median run by events/s, with every run's figures kept."""
     ordered = sorted(runs, key=lambda r: r["events_per_s"] or 0.0)
@@ -530,6 +556,9 @@ def _orchestrate(args: argparse.Namespace) -> int:
     if args.live:
         runs["pulse-live"] = [_child(args, "pulse-live")]
         save(None, complete=False)
+    if args.quix:
+        runs["quix"] = [_quix(args)]
+        save(None, complete=False)
     profiled = _child(args, "pulse", RESULTS / "pulse.prof") if args.profile else None
     report = save(profiled, complete=True)
     _print_report(report, out)
@@ -597,6 +626,9 @@ def _report(
         "no Kafka or Redis writes; recovery off (as `pulse run` without recovery_dir)",
         "pulse-live": f"as pulse, but through engine.sinks.LiveSink: profile hashes to Redis under "
         f"'{LIVE_PREFIX}:' (deleted afterwards), outputs to '{LIVE_PREFIX}-out-*' topics",
+        "quix": "Quix Streams (bench/quix_app.py, own venv): JSON values, per-user state in RocksDB (bitmap, "
+        "counts, features, NPS, tickets, stage), Pulse's six components and score, a record to Kafka when the "
+        "score moves by >= 2; defaults: 1 process, commit every 5 s, at-least-once",
     }
     for phase, rs in runs.items():
         if rs:
@@ -627,6 +659,8 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     print(line("(b) pulse", report["pulse"]) + "   (live profiles on; outputs counted, not written)")
     if "pulse_live" in report:
         print(line("(c) live", report["pulse_live"]) + "   (LiveSink: Redis + Kafka writes)")
+    if "quix" in report:
+        print(line("(e) quix", report["quix"]) + "   (Quix Streams: RocksDB state, records to Kafka)")
     print(f"  ratio b/a   {report['ratio_pulse_over_ceiling']:.3f}")
     if "pulse_profiled" in report:
         print(f"  cProfile of (b): {report['pulse_profiled']['report']}")
@@ -642,6 +676,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="uniform", help="the generated stream")
+    parser.add_argument("--quix", action="store_true", help="also run Quix Streams (make bench-quix-env)")
     parser.add_argument("--topic", help="default pulse-bench-<events>-<users>")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--repeat", type=int, default=1, help="alternate ceiling/pulse runs; medians reported")
