@@ -1,7 +1,7 @@
 """Throughput: the plain-Python ceiling vs the real Pulse dataflow, both reading the same N Kafka events.
 
     python -m bench.throughput [--events N] [--users U] [--workload uniform|sessions] [--topic T]
-                               [--bootstrap HOST:PORT] [--repeat R] [--live] [--quix] [--profile]
+                               [--bootstrap HOST:PORT] [--repeat R] [--live] [--quix] [--replay] [--profile]
 
 Each measured phase runs in its own subprocess (`--phase ceiling|pulse|pulse-live`) so that its peak RSS
 is its own; the parent only prepares the topic, collects the figures and writes bench/results/latest.json.
@@ -47,7 +47,7 @@ from schemas.outputs import Entity
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DAY_MS = 86_400_000
-PHASES = ("ceiling", "pulse", "pulse-live")
+PHASES = ("ceiling", "pulse", "pulse-live", "replay")
 LIVE_PREFIX = "pulse-bench"
 QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 Item = tuple[str, list[Any]]
@@ -399,10 +399,35 @@ def _phase_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def run_replay(settings: Settings, events: int, users: int, workload: str) -> dict[str, Any]:
+    """Phase (f): `pulse replay` of the same generated events from a .jsonl file (written first, untimed)."""
+    from engine.replay import replay
+
+    with tempfile.TemporaryDirectory(prefix="pulse-bench-replay-") as tmp:
+        path = Path(tmp) / "events.jsonl"
+        with path.open("wb") as out:
+            for line in WORKLOADS[workload](events, users, SEED):
+                out.write(line + b"\n")
+        started = time.perf_counter()
+        result = replay(path, Path(tmp) / "out", settings)
+        elapsed = time.perf_counter() - started
+    applied = result.summary["applied"]
+    problems = [] if applied == events else [f"replay applied {applied:,} of {events:,} events"]
+    return {
+        "events_per_s": round(events / elapsed, 1),
+        "elapsed_s": round(elapsed, 3),
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "outputs": {"users": result.summary["users"]},
+        "problems": problems,
+    }
+
+
 def _run_phase(args: argparse.Namespace) -> int:
     settings = _phase_settings(args)
     if args.phase == "ceiling":
         result = run_ceiling(settings, args.events)
+    elif args.phase == "replay":
+        result = run_replay(settings, args.events, args.users, args.workload)
     else:
         profile = Path(args.profile_out) if args.profile_out else None
         result = run_pulse(settings, args.events, live=args.phase == "pulse-live", profile_out=profile)
@@ -559,6 +584,9 @@ def _orchestrate(args: argparse.Namespace) -> int:
     if args.quix:
         runs["quix"] = [_quix(args)]
         save(None, complete=False)
+    if args.replay:
+        runs["replay"] = [_child(args, "replay")]
+        save(None, complete=False)
     profiled = _child(args, "pulse", RESULTS / "pulse.prof") if args.profile else None
     report = save(profiled, complete=True)
     _print_report(report, out)
@@ -626,6 +654,8 @@ def _report(
         "no Kafka or Redis writes; recovery off (as `pulse run` without recovery_dir)",
         "pulse-live": f"as pulse, but through engine.sinks.LiveSink: profile hashes to Redis under "
         f"'{LIVE_PREFIX}:' (deleted afterwards), outputs to '{LIVE_PREFIX}-out-*' topics",
+        "replay": "pulse replay of the same generated events from a .jsonl file (written first, untimed): "
+        "the real dataflow with the file source and the replay writer",
         "quix": "Quix Streams (bench/quix_app.py, own venv): JSON values, per-user state in RocksDB (bitmap, "
         "counts, features, NPS, tickets, stage), Pulse's six components and score, a record to Kafka when the "
         "score moves by >= 2; defaults: 1 process, commit every 5 s, at-least-once",
@@ -659,6 +689,8 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     print(line("(b) pulse", report["pulse"]) + "   (live profiles on; outputs counted, not written)")
     if "pulse_live" in report:
         print(line("(c) live", report["pulse_live"]) + "   (LiveSink: Redis + Kafka writes)")
+    if "replay" in report:
+        print(line("(f) replay", report["replay"]) + "   (pulse replay of a .jsonl file)")
     if "quix" in report:
         print(line("(e) quix", report["quix"]) + "   (Quix Streams: RocksDB state, records to Kafka)")
     print(f"  ratio b/a   {report['ratio_pulse_over_ceiling']:.3f}")
@@ -677,6 +709,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="uniform", help="the generated stream")
     parser.add_argument("--quix", action="store_true", help="also run Quix Streams (make bench-quix-env)")
+    parser.add_argument("--replay", action="store_true", help="also time `pulse replay` of the same events")
     parser.add_argument("--topic", help="default pulse-bench-<events>-<users>")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--repeat", type=int, default=1, help="alternate ceiling/pulse runs; medians reported")
