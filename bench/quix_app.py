@@ -24,24 +24,15 @@ from typing import Any
 
 from quixstreams import Application, State
 
+from operators.lapse import LapseModel
 from operators.scoring import COMPONENTS, ScoreModel, Signals, components, contributions, score_of
-from operators.state import COMMERCIAL_STAGE, SEVERITY_WEIGHT
+from operators.state import COMMERCIAL_STAGE, DAY_MS, SEVERITY_WEIGHT
 from schemas.codec import parse_ts
+from schemas.events import Vocabulary
 
-DAY_MS = 86_400_000
-ACTIVITY = {"session_start", "page_view", "feature_used", "api_call", "purchase"}
 MODEL = ScoreModel()
-PRIOR_GAP, PRIOR_WEIGHT = 7.0, 1.0  # Pulse's [lapse] defaults
-
-
-def _category(kind: str) -> str:
-    if kind in ACTIVITY:
-        return "activity"
-    if kind == "nps_response":
-        return "sentiment"
-    if kind.startswith("support_ticket"):
-        return "support"
-    return "commercial" if kind in COMMERCIAL_STAGE else "other"
+LAPSE = LapseModel()  # the expected gap's prior, as Pulse's defaults
+VOCAB = Vocabulary()  # event type -> category, as Pulse's decoder
 
 
 def update(value: dict[str, Any], state: State) -> dict[str, Any] | None:
@@ -52,7 +43,7 @@ def update(value: dict[str, Any], state: State) -> dict[str, Any] | None:
         "counts": {}, "features": {}, "nps": -1, "nps_ts": -1, "tickets": {}, "commercial": "visitor",
         "commercial_ts": -1, "score": -1.0,
     }  # fmt: skip
-    category = _category(kind)
+    category = VOCAB.category(kind).name.lower()
     user["counts"][category] = user["counts"].get(category, 0) + 1
     props = value.get("properties") or {}
     if category == "activity":
@@ -74,7 +65,7 @@ def update(value: dict[str, Any], state: State) -> dict[str, Any] | None:
         user["tickets"][key] = (
             0.0 if kind.endswith("resolved") else SEVERITY_WEIGHT.get(str(props.get("severity")), 1.0)
         )
-    elif category == "commercial":
+    elif category == "commercial" and kind in COMMERCIAL_STAGE:
         user["commercial"], user["commercial_ts"] = COMMERCIAL_STAGE[kind], ts
     record = _score(user, ts, value["user_id"])
     state.set("user", user)
@@ -84,7 +75,7 @@ def update(value: dict[str, Any], state: State) -> dict[str, Any] | None:
 def _score(user: dict[str, Any], as_of: int, user_id: str) -> dict[str, Any] | None:
     gaps = max(user["n_days"] - 1, 0)
     span = user["last_day"] - user["first_day"] if gaps else 0
-    gap = (span + PRIOR_WEIGHT * PRIOR_GAP) / (gaps + PRIOR_WEIGHT)
+    gap = (span + LAPSE.prior_weight * LAPSE.prior_gap_days) / (gaps + LAPSE.prior_weight)
     active = user["last_active"] >= 0
     window = min(MODEL.frequency_window_days, max(0, as_of // DAY_MS - user["first_day"])) if active else 0
     low = as_of // DAY_MS - window - user["base"]
@@ -93,7 +84,7 @@ def _score(user: dict[str, Any], as_of: int, user_id: str) -> dict[str, Any] | N
     s = Signals(
         days_since_active=(as_of - user["last_active"]) / DAY_MS if active else None,
         expected_gap_days=gap,
-        rhythm_evidence=gaps + PRIOR_WEIGHT,
+        rhythm_evidence=gaps + LAPSE.prior_weight,
         active_days_window=recent,
         window_days=window,
         key_features_used=sum(1 for f in MODEL.key_features if f in features),

@@ -17,6 +17,7 @@ Figures go to stdout and bench/results/snapshots.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -64,8 +65,7 @@ def measure(users: int, epoch_events: int, shards: int, seed: int = 7) -> dict[s
     vocab = settings.vocab()
     workdir = Path(tempfile.mkdtemp(prefix="pulse-snapshots-"))
     try:
-        config = flow_config(settings, live=True, state_dir=workdir)
-        config = type(config)(vocab, shards, config.shard, workdir)
+        config = dataclasses.replace(flow_config(settings, live=True, state_dir=workdir), shards=shards)
         logics = [UserLogic(config, None) for _ in range(shards)]
         rng = random.Random(seed)
         progress = Progress(f"build {users:,} users", users * 3)

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings
-from engine.sources import open_lines
+from engine.sources import read_events
 from operators.bgnbd import DAY_MS, UNIT_DAYS, BgNbd, Customer, fit
-from operators.engagement import ACCOUNT_PAUSE, AccountNotice
+from operators.engagement import AccountNotice
 from operators.health import score_at
 from operators.lapse import LapseModel
 from operators.scoring import COMPONENTS, ScoreModel
 from operators.shard import Shard, ShardConfig
-from operators.state import UserState
-from schemas.codec import decode, format_ts
-from schemas.events import Category, Event, Origin
+from schemas.codec import format_ts
+from schemas.events import Category, Event
 
 BANDS = ("healthy", "watch", "at_risk")
 
@@ -42,23 +41,6 @@ class UserAt:
     customer: Customer | None  # BG/NBD summary in the model's unit; None without activity
 
 
-def read_events(path: Path, settings: Settings) -> list[Event]:
-    """Every valid event of a JSON-lines file, in event-time order (rejected lines are skipped)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    vocab = settings.vocab()
-    events = []
-    with open_lines(path) as lines:
-        for number, line in enumerate(lines, 1):
-            item = decode(line.rstrip(b"\r\n"), Origin(str(path), -1, number), vocab)
-            if isinstance(item, Event):
-                events.append(item)
-    events.sort(key=lambda e: e.ts)
-    if not events:
-        raise ValueError(f"no valid events in {path}")
-    return events
-
-
 def replay_until(events: Sequence[Event], end_ms: int, config: ShardConfig) -> Shard:
     """The state after every event stamped at or before `end_ms`, with event time advanced to it."""
     shard = Shard()
@@ -67,8 +49,9 @@ def replay_until(events: Sequence[Event], end_ms: int, config: ShardConfig) -> S
         if event.ts > end_ms:
             break
         batch.append(event)
-        if event.type in ACCOUNT_PAUSE and event.account_id is not None:
-            batch.append(AccountNotice(event.account_id, event.ts, ACCOUNT_PAUSE[event.type]))
+        notice = AccountNotice.of(event)  # what the decoder sends every shard
+        if notice is not None:
+            batch.append(notice)
         if len(batch) >= 5000:
             shard.process(batch, config)
             batch = []
@@ -78,8 +61,6 @@ def replay_until(events: Sequence[Event], end_ms: int, config: ShardConfig) -> S
 
 
 def users_at(shard: Shard, end_ms: int, model: ScoreModel, lapse: LapseModel) -> list[UserAt]:
-    size = UNIT_DAYS[lapse.unit]
-    end_day = end_ms // DAY_MS
     out = []
     for user_id, user in sorted(shard.users.items()):
         score, band, values = score_at(model, user, end_ms, lapse)
@@ -91,17 +72,10 @@ def users_at(shard: Shard, end_ms: int, model: ScoreModel, lapse: LapseModel) ->
                 values,
                 None if user.last_active < 0 else (end_ms - user.last_active) / DAY_MS,
                 user.active_day_count,
-                _customer(user, end_day, size),
+                lapse.customer(user, end_ms),
             )
         )
     return out
-
-
-def _customer(user: UserState, end_day: int, size: int) -> Customer | None:
-    if user.active_day_count == 0:
-        return None
-    first = user.first_active_day
-    return Customer(user.active_day_count - 1, (user.last_active_day - first) / size, (end_day - first) / size)
 
 
 def active_between(events: Iterable[Event], start_ms: int, end_ms: int) -> set[str]:

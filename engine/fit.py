@@ -6,22 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings
-from engine.sources import open_lines
+from engine.sources import read_events
 from operators.bgnbd import DAY_MS, fit, summarize
-from schemas.codec import decode
-from schemas.events import Category, Event, Origin
+from schemas.events import Category
 
 
 def fit_file(path: Path, calibration_end_ms: int, unit: str, settings: Settings) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    vocab = settings.vocab()
-    pairs: list[tuple[str, int]] = []
-    with open_lines(path) as lines:
-        for number, line in enumerate(lines, 1):
-            item = decode(line.rstrip(b"\r\n"), Origin(str(path), -1, number), vocab)
-            if isinstance(item, Event) and item.category is Category.ACTIVITY and item.ts <= calibration_end_ms:
-                pairs.append((item.user_id, item.ts // DAY_MS))
+    pairs = [
+        (event.user_id, event.ts // DAY_MS)
+        for event in read_events(path, settings)
+        if event.category is Category.ACTIVITY and event.ts <= calibration_end_ms
+    ]
     result = fit(summarize(pairs, calibration_end_ms // DAY_MS, unit))
     model = result.model
     return {

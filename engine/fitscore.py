@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings
-from engine.evaluate import active_between, auc, read_events, replay_until
+from engine.evaluate import active_between, auc, replay_until
+from engine.sources import read_events
 from operators.bgnbd import DAY_MS
 from operators.health import signals
 from operators.scoring import COMPONENTS, ScoreModel, components, contributions, score_of
-from operators.shard import Shard
 from schemas.codec import format_ts
 from schemas.events import Event
 
@@ -64,15 +64,6 @@ def fit_weights(rows: Sequence[tuple[float, ...]], labels: Sequence[bool]) -> tu
     return tuple(float(v) for v in result.x[:m])
 
 
-def _score_auc(shard: Shard, end_ms: int, model: ScoreModel, settings: Settings, labels: dict[str, bool]) -> float:
-    scores, truth = [], []
-    for user_id, user in shard.users.items():
-        s = signals(model, user, end_ms, settings.lapse)
-        scores.append(score_of(contributions(model, components(model, s), s.present)))
-        truth.append(labels[user_id])
-    return auc(scores, truth) or 0.0
-
-
 def fit_score(
     events: Sequence[Event], calibration_end_ms: int, horizon_days: int, settings: Settings
 ) -> dict[str, Any]:
@@ -87,16 +78,20 @@ def fit_score(
     for scale in RECENCY_SCALES:
         for window in FREQUENCY_WINDOWS:
             model = dataclasses.replace(settings.score, recency_scale=scale, frequency_window_days=window)
-            rows, truth = [], []
+            # Component values depend on the scales, not on the weights: computed once per candidate.
+            rows, masks, truth = [], [], []
             for user_id, user in shard.users.items():
-                rows.append(components(model, signals(model, user, end, settings.lapse)))
+                s = signals(model, user, end, settings.lapse)
+                rows.append(components(model, s))
+                masks.append(s.present)
                 truth.append(labels[user_id])
             coefficients = fit_weights(rows, truth)
             total = sum(coefficients)
             if total > 0:
                 weights = {name: round(c / total, 4) for name, c in zip(COMPONENTS, coefficients, strict=True)}
                 model = dataclasses.replace(model, weights={k: v for k, v in weights.items() if v > 0})
-            score_auc = _score_auc(shard, end, model, settings, labels)
+            scores = [score_of(contributions(model, v, m)) for v, m in zip(rows, masks, strict=True)]
+            score_auc = auc(scores, truth) or 0.0
             tried.append({"recency_scale": scale, "frequency_window_days": window, "auc": score_auc})
             if best is None or score_auc > best[0]:
                 best = (score_auc, model)

@@ -21,7 +21,7 @@ from engine import metrics
 from engine.config import Settings
 from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
-from operators.engagement import ACCOUNT_PAUSE, AccountNotice
+from operators.engagement import AccountNotice
 from operators.health import MemberUpdate
 from operators.shard import Counters, Shard, ShardConfig, shard_of
 from operators.watermark import Progress
@@ -112,8 +112,8 @@ def _decoder(config: FlowConfig) -> Any:
                     groups[key] = [item]
                 else:
                     group.append(item)
-                if item.type in ACCOUNT_PAUSE and item.account_id is not None:
-                    notice = AccountNotice(item.account_id, item.ts, ACCOUNT_PAUSE[item.type])
+                notice = AccountNotice.of(item)
+                if notice is not None:
                     for other in keys:
                         groups.setdefault(other, []).append(notice)
         if live:

@@ -11,16 +11,16 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from engine import metrics
 from engine.config import Settings
 from engine.sinks import RDKAFKA_LOG, ProfileOp, ProfileStore, redis_fields, redis_key
-from engine.sources import consumer_error
+from engine.sources import Progress, consumer_error, watermark_offsets
 from schemas.codec import loads
 from schemas.outputs import Entity
 
@@ -44,23 +44,6 @@ class RestoreResult:
         )
 
 
-class _Progress:
-    """A line on stderr at most every `every` seconds, so a long restore shows it is moving."""
-
-    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._every = every
-        self._clock = clock
-        self._start = clock()
-        self._next = self._start + every
-
-    def update(self, what: str, count: int) -> None:
-        now = self._clock()
-        if now >= self._next:
-            self._next = now + self._every
-            rate = count / max(now - self._start, 1e-9)
-            print(f"pulse: restore-profiles: {count:,} {what} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
-
-
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
         {
@@ -81,19 +64,7 @@ def _extents(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
     meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         return {}
-    extents: dict[int, tuple[int, int]] = {}
-    for partition in sorted(meta.partitions):
-        deadline = time.monotonic() + WATERMARK_PATIENCE_S
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-                extents[partition] = (int(low), int(high))
-                break
-            except KafkaException:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
-    return extents
+    return {p: watermark_offsets(consumer, topic, p, WATERMARK_PATIENCE_S) for p in sorted(meta.partitions)}
 
 
 def table_has_data(settings: Settings) -> bool:
@@ -109,7 +80,7 @@ def table_has_data(settings: Settings) -> bool:
 
 
 def read_table(
-    settings: Settings, topic: str, progress: _Progress | None = None, already: int = 0
+    settings: Settings, topic: str, progress: Progress | None = None, already: int = 0
 ) -> tuple[dict[bytes, Any], int]:
     """The latest value per key of `topic`, read from the beginning to the end offsets of now (later
     writes are not waited for), and the number of messages read. Tombstones are kept as None."""
@@ -144,7 +115,7 @@ def read_table(
                 positions = consumer.position([TopicPartition(topic, p) for p in pending])
                 pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
             if progress is not None:
-                progress.update("records read", already + read)
+                progress.update(already + read, "records read")
         return latest, read
     finally:
         consumer.close()
@@ -160,7 +131,7 @@ def restore_profiles(settings: Settings, store: ProfileStore, progress_every: fl
     """Writes every profile of both tables to Redis (tombstones delete), in pipelines of
     `redis.pipeline_size`, riding out Redis outages like the live sink does."""
     started = time.monotonic()
-    progress = _Progress(progress_every)
+    progress = Progress("restore-profiles", progress_every)
     counts = {Entity.USER: 0, Entity.ACCOUNT: 0}
     tombstones = 0
     records = 0
@@ -180,7 +151,7 @@ def restore_profiles(settings: Settings, store: ProfileStore, progress_every: fl
                 store.write(chunk)
                 written += len(chunk)
                 chunk = []
-                progress.update("hashes written", written)
+                progress.update(written, "hashes written")
         if chunk:
             store.write(chunk)
             written += len(chunk)

@@ -14,9 +14,10 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from engine import metrics
-from engine.config import KafkaSettings
+from engine.config import KafkaSettings, Settings
 from engine.sinks import RDKAFKA_LOG
-from schemas.codec import RawBatch
+from schemas.codec import RawBatch, decode
+from schemas.events import Event, Origin
 
 log = logging.getLogger("pulse.source")
 WATERMARK_PATIENCE_S = 10.0  # how long a resume waits for the broker to report a partition's offsets
@@ -28,8 +29,43 @@ def open_lines(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-class _Progress:
-    """Prints a line to stderr at most every `every` seconds on long replays; silent on short ones."""
+def watermark_offsets(consumer: Consumer, topic: str, partition: int, patience: float) -> tuple[int, int]:
+    """(low, high) offsets of one partition from the broker, retried for `patience` seconds (a topic created
+    a moment ago may not have its partition leaders yet); KafkaException when they stay unknown."""
+    deadline = time.monotonic() + patience
+    while True:
+        error: KafkaException | None = None
+        try:
+            marks = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            if marks is not None:
+                return int(marks[0]), int(marks[1])
+        except KafkaException as exc:
+            error = exc
+        if time.monotonic() >= deadline:
+            raise error or KafkaException(f"offsets of {topic}#{partition} unknown after {patience:g}s")
+        time.sleep(0.2)
+
+
+def read_events(path: Path, settings: Settings) -> list[Event]:
+    """Every valid event of a JSON-lines file, in event-time order (rejected lines are skipped)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    vocab = settings.vocab()
+    events = []
+    with open_lines(path) as lines:
+        for number, line in enumerate(lines, 1):
+            item = decode(line.rstrip(b"\r\n"), Origin(str(path), -1, number), vocab)
+            if isinstance(item, Event):
+                events.append(item)
+    events.sort(key=lambda e: e.ts)
+    if not events:
+        raise ValueError(f"no valid events in {path}")
+    return events
+
+
+class Progress:
+    """Prints a line to stderr at most every `every` seconds on long runs (a replay, a restore); silent on
+    short ones."""
 
     def __init__(self, label: str, every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._label = label
@@ -38,12 +74,12 @@ class _Progress:
         self._start = clock()
         self._next = self._start + every
 
-    def update(self, count: int) -> None:
+    def update(self, count: int, what: str = "lines read") -> None:
         now = self._clock()
         if now >= self._next:
             self._next = now + self._every
             rate = count / max(now - self._start, 1e-9)
-            print(f"pulse: {self._label}: {count:,} lines read ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+            print(f"pulse: {self._label}: {count:,} {what} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
 
 
 class _FilePartition(StatefulSourcePartition[RawBatch, int]):
@@ -52,7 +88,7 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
         self._file = open_lines(path)
         self._batch_size = batch_size
         self._line = 0
-        self._progress = _Progress(path.name) if progress else None
+        self._progress = Progress(path.name) if progress else None
         for _ in range(resume_line):
             self._file.readline()
             self._line += 1
@@ -146,21 +182,12 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
 
     def _watermarks(self, patience: float) -> tuple[int, int] | None:
-        """The partition's (low, high) offsets from the broker, retried for `patience` seconds; None if unknown."""
-        deadline = time.monotonic() + patience
-        while True:
-            error: object = "timed out"
-            try:
-                marks = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), timeout=5)
-                if marks is not None:
-                    low, high = marks
-                    return int(low), int(high)
-            except KafkaException as exc:
-                error = exc
-            if time.monotonic() >= deadline:
-                log.warning("kafka partition %s#%d: offsets unknown: %s", self._topic, self._partition, error)
-                return None
-            time.sleep(0.2)
+        """The partition's (low, high) offsets from the broker; None if they stay unknown."""
+        try:
+            return watermark_offsets(self._consumer, self._topic, self._partition, patience)
+        except KafkaException as error:
+            log.warning("kafka partition %s#%d: offsets unknown: %s", self._topic, self._partition, error)
+            return None
 
     def _resolve(self, resume: int) -> int:
         marks = self._watermarks(WATERMARK_PATIENCE_S)

@@ -46,15 +46,12 @@ class BgNbd:
         x, t_x, t = customer.x, customer.t_x, customer.t
         if horizon <= 0:
             return 0.0
+        if a == 1:  # the formula's removable singularity: its value a hair away, continuous there
+            a = 1 + 1e-9
         z = horizon / (alpha + t + horizon)
         hyp = hyp2f1(r + x, b + x, a + b + x - 1, z)
         decay = math.exp((r + x) * (math.log(alpha + t) - math.log(alpha + t + horizon)))
-        numerator = (a + b + x - 1) / (a - 1) * (1 - hyp * decay) if a != 1 else math.nan
-        if not math.isfinite(numerator):  # a == 1: the limit, by a symmetric difference around it
-            return (
-                BgNbd(r, alpha, a + 1e-6, b).expected(customer, horizon)
-                + BgNbd(r, alpha, a - 1e-6, b).expected(customer, horizon)
-            ) / 2
+        numerator = (a + b + x - 1) / (a - 1) * (1 - hyp * decay)
         denominator = 1.0
         if x > 0:
             denominator += a / (b + x - 1) * math.exp((r + x) * (math.log(alpha + t) - math.log(alpha + t_x)))

@@ -34,6 +34,14 @@ class AccountNotice:
     ts: int
     paused: bool
 
+    @staticmethod
+    def of(event: Event) -> AccountNotice | None:
+        """The notice an event sends every user shard, if it pauses or resumes its account."""
+        paused = ACCOUNT_PAUSE.get(event.type)
+        if paused is None or event.account_id is None:
+            return None
+        return AccountNotice(event.account_id, event.ts, paused)
+
 
 @dataclass(frozen=True, slots=True)
 class Context:

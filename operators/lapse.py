@@ -74,29 +74,30 @@ class LapseModel:
         days = self.cadence_factor * self.expected_gap_days(user)
         return min(self.max_days, max(self.min_days, days))
 
-    def p_alive(self, user: UserState, as_of: int) -> float | None:
-        model = self._bgnbd
-        if model is None or user.active_day_count == 0:
+    def customer(self, user: UserState, as_of: int) -> Customer | None:
+        """The user's BG/NBD summary as of `as_of` in the model's unit: x repeat active days, t_x first to
+        last active day, T first active day to now. None without activity."""
+        if user.active_day_count == 0:
             return None
         size = UNIT_DAYS[self.unit]
-        today = as_of // DAY_MS
-        t_x = (user.last_active_day - user.first_active_day) / size
-        t = max(today - user.first_active_day, 0) / size
-        return model.p_alive(user.active_day_count - 1, t_x, t)
+        first = user.first_active_day
+        t_x = (user.last_active_day - first) / size
+        return Customer(user.active_day_count - 1, t_x, max(as_of // DAY_MS - first, 0) / size)
+
+    def p_alive(self, user: UserState, as_of: int) -> float | None:
+        model, customer = self._bgnbd, self.customer(user, as_of)
+        if model is None or customer is None:
+            return None
+        return model.p_alive(customer.x, customer.t_x, customer.t)
 
     def expected_active_days(self, user: UserState, as_of: int) -> float | None:
         """BG/NBD's conditional expectation of the user's active days in the next `horizon_days`: unlike
         p_alive (1 for anyone with no repeat activity, however long the silence), it falls with silence
         for everyone. None without the BG/NBD model or without activity."""
-        model = self._bgnbd
-        if model is None or user.active_day_count == 0:
+        model, customer = self._bgnbd, self.customer(user, as_of)
+        if model is None or customer is None:
             return None
-        size = UNIT_DAYS[self.unit]
-        first = user.first_active_day
-        customer = Customer(
-            user.active_day_count - 1, (user.last_active_day - first) / size, max(as_of // DAY_MS - first, 0) / size
-        )
-        return model.expected(customer, self.horizon_days / size)
+        return model.expected(customer, self.horizon_days / UNIT_DAYS[self.unit])
 
     def deadline(self, user: UserState) -> int:
         """Epoch ms at which this user's silence becomes a lapse (if nothing happens before)."""

@@ -155,8 +155,9 @@ def _with_notices(events: list[Event]) -> list[Event | AccountNotice]:
     out: list[Event | AccountNotice] = []
     for event in events:
         out.append(event)
-        if event.type in ACCOUNT_PAUSE and event.account_id is not None:
-            out.append(AccountNotice(event.account_id, event.ts, ACCOUNT_PAUSE[event.type]))
+        notice = AccountNotice.of(event)
+        if notice is not None:
+            out.append(notice)
     return out
 
 
