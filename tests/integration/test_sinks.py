@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 
 from engine.config import KafkaSettings, RedisSettings, Settings, TopicSettings
@@ -76,6 +77,22 @@ def test_profiles_are_written_in_bounded_transactions(private_redis: RedisServer
     assert len(list(private_redis.client.scan_iter("p:user:b*", count=1000))) == 2500
     store.close()
     big.close()
+
+
+def test_a_refused_profile_write_fails_the_batch_and_leaves_the_connection_clean(private_redis: RedisServer) -> None:
+    # A user that may not HSET: Redis refuses the queued command, the transaction aborts, nothing is written.
+    private_redis.client.acl_setuser(
+        "nohset", enabled=True, passwords=["+pw"], keys=["~*"], commands=["+@all", "-hset"]
+    )
+    url = private_redis.url.replace("redis://", "redis://nohset:pw@", 1)
+    store = ProfileStore(RedisSettings(url=url, key_prefix="p"))
+    with pytest.raises(redis.ResponseError, match=r"(?i)permission|hset"):
+        store.write([("p:user:a", {"n": "1"}), ("p:user:b", {"n": "2"})])
+    assert not private_redis.client.exists("p:user:a", "p:user:b")
+    # The failed transaction's unread replies went with its connection: the next command reads its own.
+    assert store.client.ping() is True
+    store.write([("p:user:c", None)])  # a tombstone alone needs no HSET
+    store.close()
 
 
 def test_a_retry_deadline_ends_the_wait_for_a_redis_that_stays_away() -> None:
