@@ -161,15 +161,23 @@ def after_event(
     skip = (
         event.category is Category.ACTIVITY
         and not new_day
-        and event.feature is None
         and user.score >= 0
         and ts // DAY_MS == user.scored_day
+        and (event.feature is None or _adoption_unchanged(user, event.feature, ctx.model.depth_target))
     )
     if skip:
-        # Plain activity on a day already counted cannot move any component: the commonest event is cheap.
+        # Plain activity, or a repeat use of a feature by a deep user, on a day already counted cannot move
+        # any component: the commonest events are cheap.
         return False
     user.scored_day = user.clock // DAY_MS
     return _score(user_id, user, user.clock, cause, ctx, out)
+
+
+def _adoption_unchanged(user: UserState, feature: str, depth_target: int) -> bool:
+    """A use (already applied) of a feature the user had used before, once their uses had reached the
+    depth target: breadth and depth, the only signals a feature use feeds, are what they were."""
+    features = user.features
+    return features.get(feature, 0) > 1 and sum(features.values()) > depth_target
 
 
 def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[Any]) -> None:

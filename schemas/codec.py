@@ -40,7 +40,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,6})?\d*([Zz]|[+-]\d{2}:\d{2})")
 _MS = timedelta(milliseconds=1)
 # Sorted keys make every output byte-identical for identical content, whatever dict order built it.
-_DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
+DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes 
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=_DUMPS_OPTIONS)
+    return orjson.dumps(obj, option=DUMPS_OPTIONS)
 
 
 def loads(data: bytes | str) -> Any:
@@ -93,8 +93,41 @@ def format_ts(ms: int) -> str:
     return f"{date}{time}{millis:03d}Z"
 
 
+# The commonest form, "YYYY-MM-DDTHH:MM:SS.mmmZ": dates and times of day that the full parser accepted
+# before, to epoch ms of the day's start and ms of the day. Valid dates and times combine into a valid
+# time, so a string made of known parts needs no regular expression and no datetime (2x faster decoding).
+_DAY_STARTS: dict[str, int] = {}
+_DAY_CLOCKS: dict[str, int] = {}
+
+
+def _known_ts(value: str) -> int | None:
+    if len(value) != 24 or value[23] != "Z" or value[19] != "." or value[10] != "T":
+        return None
+    day = _DAY_STARTS.get(value[:10])
+    clock = _DAY_CLOCKS.get(value[11:19])
+    millis = value[20:23]
+    if day is None or clock is None or not (millis.isascii() and millis.isdigit()):
+        return None
+    return day + clock + int(millis)
+
+
+def _learn_ts(value: str, ms: int) -> None:
+    """Remembers the parts of a 24-character UTC form the full parser accepted (see _known_ts)."""
+    if len(value) != 24 or value[23] != "Z" or value[19] != "." or value[10] != "T":
+        return
+    if len(_DAY_STARTS) > 100_000:
+        _DAY_STARTS.clear()
+    of_day = ms % 86_400_000
+    _DAY_STARTS[value[:10]] = ms - of_day
+    _DAY_CLOCKS[value[11:19]] = of_day - int(value[20:23])  # at most 86,400 valid times of day
+
+
 def parse_ts(value: object) -> int:
     """RFC 3339 with an offset, or integer epoch milliseconds, to epoch milliseconds."""
+    if isinstance(value, str):
+        known = _known_ts(value)
+        if known is not None:
+            return known
     if isinstance(value, bool):
         raise _Invalid(RejectCode.WRONG_TYPE, "ts must be an RFC 3339 string or integer epoch milliseconds")
     if isinstance(value, int):
@@ -119,6 +152,8 @@ def parse_ts(value: object) -> int:
         raise _Invalid(RejectCode.WRONG_TYPE, "ts must be an RFC 3339 string or integer epoch milliseconds")
     if not MIN_TS_MS <= ms <= MAX_TS_MS:
         raise _Invalid(RejectCode.INVALID_TIMESTAMP, "ts is outside 1970-01-01..9999-12-31")
+    if isinstance(value, str):
+        _learn_ts(value, ms)
     return ms
 
 

@@ -6,6 +6,8 @@ import pickle
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.codec import RawBatch, decode, decode_batch, dumps, format_ts, loads, parse_ts
 from schemas.events import (
@@ -510,6 +512,45 @@ def test_parse_ts_signals_the_reject_code(value: object, code: RejectCode) -> No
     with pytest.raises(Exception, match=code.value) as info:
         parse_ts(value)
     assert getattr(info.value, "code", None) is code
+
+
+@settings(max_examples=300)
+@given(
+    ms=st.integers(min_value=0, max_value=MAX_TS_MS),
+    other=st.integers(min_value=0, max_value=MAX_TS_MS),
+    millis=st.text(alphabet="0123456789٣x.", min_size=3, max_size=3),
+)
+def test_parse_ts_of_known_parts_agrees_with_the_full_parser(ms: int, other: int, millis: str) -> None:
+    # The common form is parsed from remembered date and time-of-day parts: a string mixing the date of
+    # one accepted time with the time of day of another, and any three characters as milliseconds, must
+    # be read exactly as the full parser reads it (same value, or the same reject code).
+    parse_ts(format_ts(ms))
+    parse_ts(format_ts(other))
+    mixed = f"{format_ts(ms)[:11]}{format_ts(other)[11:20]}{millis}Z"
+    slow = _full_parse(mixed)
+    try:
+        fast: object = parse_ts(mixed)
+    except Exception as exc:  # the codec's internal exception, carrying the code
+        fast = getattr(exc, "code", exc)
+    assert fast == slow
+
+
+def _full_parse(text: str) -> object:
+    """parse_ts with its remembered parts forgotten: the regular expression and datetime only."""
+    from schemas import codec
+
+    days, clocks = dict(codec._DAY_STARTS), dict(codec._DAY_CLOCKS)
+    codec._DAY_STARTS.clear()
+    codec._DAY_CLOCKS.clear()
+    try:
+        return parse_ts(text)
+    except Exception as exc:
+        return getattr(exc, "code", exc)
+    finally:
+        codec._DAY_STARTS.clear()
+        codec._DAY_CLOCKS.clear()
+        codec._DAY_STARTS.update(days)
+        codec._DAY_CLOCKS.update(clocks)
 
 
 def test_dumps_is_canonical() -> None:
