@@ -39,6 +39,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # on 3.11, ignores whatever follows a sixth fractional digit.
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,6})?\d*([Zz]|[+-]\d{2}:\d{2})")
 _MS = timedelta(milliseconds=1)
+# A tuple, not `str | int | float`: that union is built anew at every evaluation, on the per-event path.
+_SCALARS = (str, int, float)
 # Sorted keys make every output byte-identical for identical content, whatever dict order built it.
 DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
 
@@ -259,7 +261,7 @@ def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = Non
         _check_properties(event_type, props, vocab)
         # Only known type-specific scalars are kept, and never a field configured as personal data.
         kept = vocab.kept_properties
-        props = {k: v for k, v in props.items() if k in kept and isinstance(v, str | int | float)} or None
+        props = {k: v for k, v in props.items() if k in kept and isinstance(v, _SCALARS)} or None
         if props is not None and ("reason" in props or "plan" in props or "ticket_id" in props):
             _scrub(props, vocab, untracked)
     if event_type != vocab.feature:
