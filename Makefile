@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	&& { command -v $$p; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test testdata test-unit check lint typecheck format bench bench-quix-env lock services services-stop clean
+.PHONY: help install demo test testdata test-unit check lint typecheck format bench bench-quick bench-quix-env lock services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,12 +60,20 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install services ## throughput: plain-Python ceiling vs the Pulse pipeline on 1M Kafka events
-	$(BIN)/python -m bench.throughput
+bench: install services $(QUIX_STAMP) ## every bench phase, both workloads, 1M events, 3 runs (~40 min) -> bench/results, README table
+	$(BIN)/python -m bench.throughput --all --repeat 3
 
-bench-quix-env: ## the peer for `bench.throughput --quix`: Quix Streams in its own .venv-quix (never in Pulse's)
+bench-quick: install services $(QUIX_STAMP) ## the same at 100k events, 10k users, 1 run each: a smoke test of `make bench`
+	$(BIN)/python -m bench.throughput --all --events 100000 --users 10000 --repeat 1 --latency-seconds 10 --state-users 100000
+
+QUIX_STAMP := .venv-quix/.installed
+$(QUIX_STAMP):
+	@test -n "$(PYTHON)" || { echo "make: need Python 3.11 or 3.12 on PATH"; exit 1; }
 	$(PYTHON) -m venv .venv-quix
 	.venv-quix/bin/pip install --quiet quixstreams==3.28.1 orjson==3.13.0
+	@touch $(QUIX_STAMP)
+
+bench-quix-env: $(QUIX_STAMP) ## the peer for `bench.throughput --quix`: Quix Streams in its own .venv-quix (never in Pulse's)
 
 lock: ## re-resolve exact versions into requirements.lock (needs uv)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock

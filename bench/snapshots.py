@@ -1,6 +1,6 @@
 """Snapshot cost: what one epoch's snapshot and one resume take at 100k and 1M users.
 
-    python -m bench.snapshots [--users 100000,1000000] [--epoch-events 150000] [--shards 16]
+    python -m bench.snapshots [--users 100000,1000000] [--epoch-events 150000] [--shards 16] [--out PATH]
 
 For each user count it builds the state of `pulse run` (16 user shards, 3 events per user over the three
 days before "now"), then measures, per process (all shards together):
@@ -10,19 +10,24 @@ days before "now"), then measures, per process (all shards together):
 - epoch snapshot: after one epoch's worth of events (default 150,000: 10 s at 15k events/s) spread over
   uniformly random users and 10 s of event time, what the incremental snapshot writes, and how long;
 - whole-shard pickle: what the earlier design did at every epoch (every shard pickled whole), for contrast;
-- resume: rebuilding all shards from their headers and stores, as bytewax does after a restart.
-Figures go to stdout and bench/results/snapshots.json.
+- resume: rebuilding all shards from their headers and stores, as bytewax does after a restart;
+- memory: RSS before the build and its peak after it, and from those bytes_per_user (the state's memory
+  per user). ru_maxrss is the process's peak, so that figure holds for the first (or largest) count of
+  a process; `bench.throughput` measures one count per process.
+Figures go to stdout and bench/results/snapshots.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import pickle
 import platform
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -41,6 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DAY_MS = 86_400_000
 NOW = 1_767_643_200_000  # 2026-01-05T20:00:00Z: the epoch falls mid-day, when no daily re-score is due
 TYPES = ("session_start", "page_view", "feature_used")
+BUILD_CHUNK = 80_000  # users per build step: about 5,000 events per shard and call, as the flow's batches
 
 
 def _event(vocab: Vocabulary, n: int, user: int, ts: int, kind: str) -> Event:
@@ -54,6 +60,21 @@ def _event(vocab: Vocabulary, n: int, user: int, ts: int, kind: str) -> Event:
         None,
         vocab.category(kind),
     )
+
+
+def _current_rss_kib() -> int:
+    """Resident set size now (Linux /proc); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _peak_rss_kib() -> int:
+    # ru_maxrss is in KiB on Linux: the process's peak so far.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -71,18 +92,27 @@ def measure(users: int, epoch_events: int, shards: int, seed: int = 7) -> dict[s
         progress = Progress(f"build {users:,} users", users * 3)
         n = 0
         midnight = NOW - NOW % DAY_MS
+        baseline = _current_rss_kib()
         for day in (2, 1, 0):  # three events per user, one a day (before 16:00), in event-time order
-            batches: list[list[Any]] = [[] for _ in range(shards)]
             start = midnight - day * DAY_MS
-            for user in range(users):
-                ts = start + user * (DAY_MS * 2 // 3) // users
-                batches[shard_of(f"u{user:07d}", shards)].append(_event(vocab, n, user, ts, TYPES[day]))
-                n += 1
-            for logic, batch in zip(logics, batches, strict=True):
-                for i in range(0, len(batch), 5000):
-                    logic.on_batch([batch[i : i + 5000]])
-            progress.update(n)
+            # In chunks of users, so the events waiting to be applied never hold much memory: the RSS
+            # after the build is then (almost) the state's, which is what bytes_per_user reports.
+            for first_user in range(0, users, BUILD_CHUNK):
+                batches: list[list[Any]] = [[] for _ in range(shards)]
+                for user in range(first_user, min(first_user + BUILD_CHUNK, users)):
+                    ts = start + user * (DAY_MS * 2 // 3) // users
+                    batches[shard_of(f"u{user:07d}", shards)].append(_event(vocab, n, user, ts, TYPES[day]))
+                    n += 1
+                for logic, batch in zip(logics, batches, strict=True):
+                    if batch:
+                        logic.on_batch([batch])
+                progress.update(n)
         progress.done(n)
+        del batches
+        gc.collect()
+        # The kernel updates the high-water mark lazily, so it can trail the current figure a little.
+        built_now = _current_rss_kib()
+        built_peak = max(_peak_rss_kib(), built_now)
 
         started = time.perf_counter()
         headers = [logic.snapshot() for logic in logics]
@@ -130,6 +160,11 @@ def measure(users: int, epoch_events: int, shards: int, seed: int = 7) -> dict[s
             "store_bytes_after_first": first_bytes,
             "resume_s": round(resume, 3),
             "resumed_users": restored,
+            # Memory of the built state: RSS before the build (after imports and set-up) and after it.
+            "baseline_rss_kib": baseline,
+            "built_peak_rss_kib": built_peak,
+            "built_rss_kib": built_now,
+            "bytes_per_user": round((built_peak - baseline) * 1024 / users),
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -140,15 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", default="100000,1000000", help="comma-separated user counts")
     parser.add_argument("--epoch-events", type=int, default=150_000)
     parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS / "snapshots.json", help="where the figures go")
     args = parser.parse_args(argv)
     runs = []
     for users in (int(u) for u in args.users.split(",")):
         figures = measure(users, args.epoch_events, args.shards)
         print(json.dumps(figures), flush=True)
         runs.append(figures)
-    RESULTS.mkdir(exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus(), "runs": runs}
-    (RESULTS / "snapshots.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
