@@ -60,7 +60,7 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install services $(QUIX_STAMP) ## every bench phase, both workloads, 1M events, 3 runs (~40 min) -> bench/results, README table
+bench: install services $(QUIX_STAMP) ## every bench phase, both workloads, 1M events, 3 runs (~70 min on 2 cores) -> bench/results, README table
 	$(BIN)/python -m bench.throughput --all --repeat 3
 
 bench-quick: install services $(QUIX_STAMP) ## the same at 100k events, 10k users, 1 run each: a smoke test of `make bench`
