@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -172,11 +171,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._idle_after = idle_after_s
         self._last_data = time.monotonic()
         self._batch_size = settings.batch_size
-        # An empty partition is asked again after poll_timeout_ms (next_awake), instead of blocking in
-        # consume: one worker reads every partition in turn, and a blocking wait on each idle one added
-        # up to partitions x timeout of latency for the others (200 ms at 4 partitions and 50 ms).
-        self._pause = timedelta(milliseconds=settings.poll_timeout_ms)
-        self._awake: datetime | None = None
+        self._timeout = settings.poll_timeout_ms / 1000
         self._policy = settings.auto_offset_reset
         # librdkafka's own per-reconnect lines go through the filtered logger the producer uses too.
         self._consumer = Consumer({"logger": RDKAFKA_LOG, **settings.consumer_config()})
@@ -219,8 +214,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         metrics.OFFSET_RESETS.labels(str(self._partition)).inc()
 
     def next_batch(self) -> list[RawBatch]:
-        messages = self._consumer.consume(self._batch_size, 0)  # what the background fetch has ready
-        self._awake = None if messages else datetime.now(UTC) + self._pause
+        messages = self._consumer.consume(self._batch_size, self._timeout)
         values: list[bytes] = []
         offsets: list[int] = []
         keys: list[bytes | None] = []
@@ -263,9 +257,6 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             return []
         self._idle = True
         return [RawBatch(self._topic, self._partition, [], [], idle=True)]
-
-    def next_awake(self) -> datetime | None:
-        return self._awake
 
     def snapshot(self) -> int:
         return self._next_offset
