@@ -1,5 +1,5 @@
-"""The `pulse` command line: replay, run, restore-profiles, fit, evaluate, fit-score, demo; fatal problems
-exit non-zero with a one-line reason."""
+"""The `pulse` command line: replay, run, restore-profiles, dlq decrypt, export, erase, fit, evaluate, fit-score,
+demo; fatal problems exit non-zero with a one-line reason."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--config", type=Path)
 
+    dlq = sub.add_parser("dlq", help="dead letters: decrypt the envelopes [dlq] encrypt writes")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    decrypt = dlq_sub.add_parser("decrypt", help="write the original bytes of encrypted dead letters to stdout")
+    decrypt.add_argument("file", type=Path, nargs="?", help="JSON lines of envelopes (e.g. a replay's dlq.jsonl)")
+    decrypt.add_argument("--from-topic", action="store_true", help="read the dead-letter topic to its end instead")
+    decrypt.add_argument("--config", type=Path)
+
+    export = sub.add_parser("export", help="print as JSON what the running deployment holds about one person")
+    erase = sub.add_parser("erase", help="erase one person through the input topic and wait until it is applied")
+    for person in (export, erase):
+        person.add_argument("user_id")
+        person.add_argument("--config", type=Path)
+        person.add_argument("--timeout", type=float, default=60.0, help="seconds to wait at most (default 60)")
+
     fit = sub.add_parser("fit", help="fit the BG/NBD lapse model on history; prints its parameters as JSON")
     fit.add_argument("input", type=Path)
     fit.add_argument("--calibration-end", type=_until, required=True, help="events after TIME are ignored")
@@ -77,6 +91,31 @@ def _settings(path: Path | None) -> Settings:
     return load_settings(path)
 
 
+def _dlq_decrypt(args: argparse.Namespace, settings: Settings) -> int:
+    """`pulse dlq decrypt`: from a file or from the topic, never both."""
+    from confluent_kafka import KafkaException
+
+    from engine.crypto import dlq_reader_keyring
+    from engine.dlq import DecryptError, decrypt, file_records, topic_records
+
+    if (args.file is None) == (not args.from_topic):
+        print("pulse: error: dlq decrypt takes a FILE or --from-topic (one of them)", file=sys.stderr)
+        return 2
+    keys = dlq_reader_keyring(settings)
+    where = settings.topics.dlq if args.from_topic else str(args.file)
+    records = topic_records(settings) if args.from_topic else file_records(args.file)
+    try:
+        result = decrypt(records, keys, sys.stdout.buffer)
+    except DecryptError as exc:
+        print(f"pulse: error: {exc}", file=sys.stderr)
+        return 1
+    except KafkaException as exc:
+        print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    print(result.line(where), file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="pulse: %(levelname)s %(name)s: %(message)s")
@@ -95,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "run":
             from confluent_kafka import KafkaException
 
+            from engine.crypto import SnapshotError
             from engine.service import run_service
             from engine.sinks import RedisUnavailableError
 
@@ -106,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             except RedisUnavailableError as exc:  # at start (the restore check); in the flow bytewax reports it
                 print(f"pulse: error: {exc}", file=sys.stderr)
+                return 1
+            except SnapshotError as exc:  # a snapshot refused at resume: its message says which and why
+                print(exc, file=sys.stderr)
                 return 1
         elif args.command == "restore-profiles":
             from confluent_kafka import KafkaException
@@ -121,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except RedisUnavailableError as exc:
                 print(f"pulse: error: {exc}", file=sys.stderr)
                 return 1
+        elif args.command == "dlq":
+            return _dlq_decrypt(args, settings)
+        elif args.command in ("export", "erase"):
+            from engine.privacy import run_command
+
+            return run_command(args.command, args.user_id, settings, args.timeout)
         elif args.command == "fit":
             from engine.fit import fit_file
             from schemas.codec import dumps

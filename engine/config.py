@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NewType
+from urllib.parse import urlsplit
 
 from operators.lapse import LapseModel
 from operators.scoring import ScoreModel
@@ -51,13 +52,29 @@ class KafkaSettings:
     auto_offset_reset: str = "earliest"
     batch_size: int = 2000
     poll_timeout_ms: int = 50
+    # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL. Events carry personal data: outside one host, use (SASL_)SSL.
     security_protocol: str = "PLAINTEXT"
+    # TLS: the CA file (PEM) that signed the brokers' certificates ("" = the system's CAs); a client certificate
+    # and key (PEM) for mutual TLS, both or neither; "https" checks the broker's name in its certificate.
+    ssl_ca_location: str = ""
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    ssl_endpoint_identification: str = "https"
     sasl_mechanism: str = ""
     sasl_username: str = ""
-    # Secrets: environment only (PULSE_KAFKA_SASL_PASSWORD); never read from the TOML file, never logged.
+    # Files holding a secret (read once at start): a way to keep secrets out of the environment as well.
+    sasl_password_file: str = ""
+    ssl_key_password_file: str = ""
+    # Secrets: from the environment (PULSE_KAFKA_SASL_PASSWORD, PULSE_KAFKA_SSL_KEY_PASSWORD) or from the
+    # *_file keys above; a TOML file holding one is refused (config files get copied, committed, pasted).
     sasl_password: str = field(default="", repr=False)
+    ssl_key_password: str = field(default="", repr=False)
     # How long the producer keeps retrying a message (a broker outage) before it fails the run.
     message_timeout_ms: int = 300_000
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.upper() in ("SSL", "SASL_SSL")
 
     def client_config(self) -> dict[str, str | int | bool]:
         """The only place librdkafka's dotted keys appear."""
@@ -65,6 +82,15 @@ class KafkaSettings:
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
         }
+        if self.uses_tls:
+            config["ssl.endpoint.identification.algorithm"] = self.ssl_endpoint_identification
+            if self.ssl_ca_location:
+                config["ssl.ca.location"] = self.ssl_ca_location
+            if self.ssl_certificate_location:
+                config["ssl.certificate.location"] = self.ssl_certificate_location
+                config["ssl.key.location"] = self.ssl_key_location
+            if self.ssl_key_password:
+                config["ssl.key.password"] = self.ssl_key_password
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
             config["sasl.username"] = self.sasl_username
@@ -106,6 +132,8 @@ class TopicSettings:
     # Compacted, keyed tables of the latest profile per user / account; an erased user gets a tombstone.
     profiles: str = "pulse-profiles"
     account_profiles: str = "pulse-account-profiles"
+    # A person's export of what Pulse holds about them (answering `access_requested`), keyed by user id.
+    access: str = "pulse-access"
 
     def for_kind(self, kind: OutputKind) -> str:
         name: str = getattr(self, kind.value)
@@ -117,7 +145,17 @@ class TopicSettings:
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    url: str = "redis://127.0.0.1:6379/0"
+    # rediss:// for TLS. Out of repr: a URL given in PULSE_REDIS_URL may still carry a password.
+    url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    # TLS (rediss://): the CA file (PEM) that signed the server's certificate ("" = the system's CAs), and a
+    # client certificate and key (PEM) when the server asks for one (tls-auth-clients), both or neither.
+    ssl_ca_certs: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    # An ACL user (see README "Secure deployment"); its password from PULSE_REDIS_PASSWORD or password_file.
+    username: str = ""
+    password_file: str = ""
+    password: str = field(default="", repr=False)
     key_prefix: str = "pulse"
     # Profile hashes per MULTI/EXEC, so one big flush never blocks Redis for long.
     pipeline_size: int = 1000
@@ -154,6 +192,11 @@ class EngineSettings:
     # One user's jump of more than this ahead of the shard's event time moves only that user until another
     # user's events confirm it.
     max_clock_jump_days: int = 30
+    # Recovery snapshots are encrypted when a state key is configured: PULSE_STATE_KEY (+ PULSE_STATE_KEY_ID)
+    # or this file of `key_id:base64key` lines (the first writes, all read). Keys never come from the TOML.
+    state_key_file: str = ""
+    # With a key, a plain (unencrypted) snapshot is refused unless this is true: a one-off migration.
+    allow_plain_state: bool = False
 
     @property
     def max_future_skew_ms(self) -> int:
@@ -165,6 +208,14 @@ class MetricsSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9464
+
+
+@dataclass(frozen=True, slots=True)
+class DlqSettings:
+    # Dead letters hold the raw input (personal data): when true their values are AES-GCM envelopes, keyed
+    # by PULSE_DLQ_KEY (+ PULSE_DLQ_KEY_ID) or key_file (`key_id:base64key` lines, the first writes).
+    encrypt: bool = False
+    key_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +238,7 @@ class Settings:
     redis: RedisSettings = RedisSettings()
     engine: EngineSettings = EngineSettings()
     metrics: MetricsSettings = MetricsSettings()
+    dlq: DlqSettings = DlqSettings()
     vocabulary: VocabularySettings = VocabularySettings()
     lapse: LapseModel = LapseModel()  # noqa: RUF009 - frozen, so one shared default is safe
     score: ScoreModel = ScoreModel()  # noqa: RUF009 - frozen, so one shared default is safe
@@ -225,7 +277,26 @@ def _vocabulary(v: VocabularySettings) -> Vocabulary:
     )
 
 
-_SECRETS = {("kafka", "sasl_password")}
+# Secrets come from PULSE_<SECTION>_<KEY> or from the file named by the `<key>_file` key, never from the TOML.
+_SECRETS = {("kafka", "sasl_password"), ("kafka", "ssl_key_password"), ("redis", "password")}
+
+
+def _read_secret(where: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    secret = text.rstrip("\r\n")  # the newline an editor or `echo` adds is not part of the secret
+    if not secret:
+        raise ConfigError(f"{where}: {path} is empty")
+    return secret
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None  # redis-py reports a malformed URL when it connects
 
 
 def _coerce(where: str, kind: Any, value: Any) -> Any:
@@ -292,11 +363,25 @@ def _section(name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[s
     for key in known:
         if key in table:
             if (name, key) in _SECRETS:
-                raise ConfigError(f"[{name}] {key} is a secret: set PULSE_{name.upper()}_{key.upper()} instead")
+                raise ConfigError(
+                    f"[{name}] {key} is a secret: set PULSE_{name.upper()}_{key.upper()} or {key}_file instead"
+                )
+            if (name, key) == ("redis", "url") and isinstance(table[key], str) and _url_password(table[key]):
+                raise ConfigError(
+                    "[redis] url holds a password, and a secret must not be in the config file: set "
+                    "PULSE_REDIS_PASSWORD or redis.password_file (and redis.username for an ACL user) instead"
+                )
             values[key] = _coerce(f"[{name}] {key}", hints[key], table[key])
         env_name = f"PULSE_{name.upper()}_{key.upper()}"
         if env_name in env:
             values[key] = _coerce(env_name, hints[key], env[env_name])
+    for section, secret in sorted(_SECRETS):
+        if section == name and values.get(f"{secret}_file"):
+            if values.get(secret):
+                raise ConfigError(
+                    f"[{name}] {secret} is set twice: by PULSE_{name.upper()}_{secret.upper()} and by {secret}_file"
+                )
+            values[secret] = _read_secret(f"[{name}] {secret}_file", values[f"{secret}_file"])
     try:
         instance = cls(**values)
     except ValueError as exc:
@@ -323,6 +408,61 @@ def _validate(name: str, section: Any) -> None:
         raise ConfigError(f"[kafka] start_from must be earliest or latest, got {section.start_from!r}")
     if isinstance(section, KafkaSettings) and section.auto_offset_reset not in ("earliest", "latest"):
         raise ConfigError(f"[kafka] auto_offset_reset must be earliest or latest, got {section.auto_offset_reset!r}")
+    if isinstance(section, KafkaSettings):
+        _validate_kafka_security(section)
+    if isinstance(section, RedisSettings):
+        _validate_redis_security(section)
+
+
+def _validate_kafka_security(kafka: KafkaSettings) -> None:
+    """Contradictions that would otherwise surface as a vague connection failure, or worse, as personal data
+    sent in clear text although TLS settings were given."""
+    protocol = kafka.security_protocol.upper()
+    if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(
+            "[kafka] security_protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, "
+            f"got {kafka.security_protocol!r}"
+        )
+    tls_keys = ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location", "ssl_key_password")
+    given = [key for key in tls_keys if getattr(kafka, key)]
+    if given and not kafka.uses_tls:
+        raise ConfigError(f"[kafka] {given[0]} is set but security_protocol is {protocol}: use SSL or SASL_SSL")
+    if bool(kafka.ssl_certificate_location) != bool(kafka.ssl_key_location):
+        raise ConfigError("[kafka] ssl_certificate_location and ssl_key_location go together (mutual TLS)")
+    if kafka.ssl_key_password and not kafka.ssl_key_location:
+        raise ConfigError("[kafka] ssl_key_password is set but ssl_key_location is not")
+    if kafka.ssl_endpoint_identification not in ("https", "none"):
+        raise ConfigError(
+            f"[kafka] ssl_endpoint_identification must be https or none, got {kafka.ssl_endpoint_identification!r}"
+        )
+    sasl = protocol.startswith("SASL_")
+    if sasl and kafka.sasl_mechanism.upper() not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(
+            f"[kafka] security_protocol {protocol} needs sasl_mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, "
+            f"got {kafka.sasl_mechanism!r}"
+        )
+    if protocol == "SASL_PLAINTEXT" and kafka.sasl_mechanism.upper() == "PLAIN":
+        raise ConfigError("[kafka] sasl_mechanism PLAIN sends the password itself: use it with SASL_SSL only")
+    if sasl and not (kafka.sasl_username and kafka.sasl_password):
+        raise ConfigError(
+            f"[kafka] security_protocol {protocol} needs sasl_username and a password "
+            "(PULSE_KAFKA_SASL_PASSWORD or sasl_password_file)"
+        )
+    if not sasl and (kafka.sasl_mechanism or kafka.sasl_username or kafka.sasl_password):
+        raise ConfigError(f"[kafka] SASL settings are set but security_protocol is {protocol}: use SASL_SSL")
+
+
+def _validate_redis_security(redis: RedisSettings) -> None:
+    tls = redis.url.startswith("rediss://")
+    given = [key for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if getattr(redis, key)]
+    if given and not tls:
+        raise ConfigError(f"[redis] {given[0]} is set but url is not rediss://: TLS would not be used")
+    if bool(redis.ssl_certfile) != bool(redis.ssl_keyfile):
+        raise ConfigError("[redis] ssl_certfile and ssl_keyfile go together (TLS client authentication)")
+    if redis.password and _url_password(redis.url):
+        raise ConfigError("[redis] a password is given both in PULSE_REDIS_URL and as redis.password: set one")
+    if redis.username and not redis.password:
+        raise ConfigError(f"[redis] username {redis.username!r} needs PULSE_REDIS_PASSWORD or redis.password_file")
 
 
 def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

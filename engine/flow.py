@@ -19,6 +19,7 @@ from bytewax.outputs import Sink
 
 from engine import metrics
 from engine.config import Settings
+from engine.crypto import PLAIN, SnapshotError, SnapshotSealer
 from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
 from operators.engagement import AccountNotice
@@ -59,6 +60,8 @@ class FlowConfig:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
     # Events stamped further than this ahead of `clock` at processing time are dead letters.
     future_skew_ms: int = 86_400_000
+    # How snapshots (segments and headers) are sealed and opened: plain pickles unless a state key is set.
+    sealer: SnapshotSealer = field(default=PLAIN, compare=False)
 
 
 def flow_config(
@@ -67,6 +70,7 @@ def flow_config(
     state_dir: Path | None = None,
     until_ms: int = -1,
     input_partitions: tuple[str, ...] = (),
+    sealer: SnapshotSealer = PLAIN,
 ) -> FlowConfig:
     """The one place settings become a FlowConfig, shared by `pulse run`, `pulse replay` and the bench."""
     engine = settings.engine
@@ -82,6 +86,7 @@ def flow_config(
         timer_idle=timedelta(milliseconds=engine.timer_idle_ms),
         timer_wall_clock_max_lag=timedelta(hours=engine.timer_wall_clock_max_lag_hours),
         future_skew_ms=engine.max_future_skew_ms,
+        sealer=sealer,
     )
 
 
@@ -165,10 +170,14 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         self._label = ""
         self._seq = 0
         self._store: DeltaStore | None = None
+        # A header is bound to its kind of shard; its label (inside it) is checked against the first items.
+        self._context = f"header:{kind.__name__}"
+        self._named = False
         if resume is None:
             self._state: Shard | AccountShard = kind()
         else:
-            header = pickle.loads(resume)
+            where = f"header of a {kind.__name__} in {config.state_dir.parent if config.state_dir else '?'}"
+            header = pickle.loads(config.sealer.open(resume, self._context, where))
             self._label, self._seq = header.label, header.seq
             store = self._open_store()
             with gc_paused():  # a restore allocates every user's objects at once
@@ -176,11 +185,22 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
                 self._state = kind.restore(header.state, loaded.items())
         self._next_flush = config.clock() + config.profile_flush
 
+    def _name(self, label: str) -> None:
+        """The shard key, from the first item that names it. After a resume it must be the header's own: a
+        header restored under another key (swapped, or engine.shards changed) would load another shard's
+        entries and then write over them."""
+        if self._label and label != self._label:
+            raise SnapshotError(
+                f"pulse: the recovery snapshot of shard {self._label} was restored for shard {label}: a swapped "
+                "snapshot, or engine.shards changed since it was written"
+            )
+        self._label, self._named = label, True
+
     def _open_store(self) -> DeltaStore | None:
         """This shard's store, opened once its key is known; rows after the current sequence number are
         from snapshots bytewax never committed (or from an earlier run, for a shard starting afresh)."""
         if self._store is None and self._label and self._config.state_dir is not None:
-            self._store = DeltaStore(self._config.state_dir / self._label)
+            self._store = DeltaStore(self._config.state_dir / self._label, self._config.sealer)
             self._store.discard_after(self._seq)
         return self._store
 
@@ -229,12 +249,14 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         with gc_paused():  # this allocates per user: no GC passes over the whole state meanwhile
             self._write_changed(state)
         header = pickle.dumps(Header(self._label, self._seq, state.header()), protocol=pickle.HIGHEST_PROTOCOL)
+        header = self._config.sealer.seal(header, self._context)
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
         return header
 
     def _write_changed(self, state: Shard | AccountShard) -> None:
         changed = state.take_changed()
-        if changed:
+        # A store that resumed from plain or old-key segments rewrites a base now, changes or not.
+        if changed or (self._store is not None and self._store.stale):
             store = self._open_store()
             if store is None:  # pragma: no cover - entries exist only after an item named the shard
                 raise RuntimeError("pulse: a shard with changed entries has no key to store them under")
@@ -306,10 +328,10 @@ class UserLogic(_Logic):
     def _process(self, items: list[Any]) -> list[Any]:
         shard = self._state
         assert isinstance(shard, Shard)
-        if not self._label:  # bytewax's builder is not told its key; every event here shares it
+        if not self._named:  # bytewax's builder is not told its key; every event here shares it
             first = next((i for i in items if isinstance(i, Event)), None)
             if first is not None:
-                self._label = f"s{shard_of(first.user_id, self._config.shards):03d}"
+                self._name(f"s{shard_of(first.user_id, self._config.shards):03d}")
         before = dataclasses.astuple(shard.counters)
         started = time.perf_counter()
         live = self._live()
@@ -344,8 +366,8 @@ class AccountLogic(_Logic):
         super().__init__(config, resume, AccountShard)
 
     def _process(self, items: list[Any]) -> list[Any]:
-        if not self._label and items:  # the account shard's key, from its first member update
-            self._label = f"a{shard_of(items[0].account_id, self._config.shards):03d}"
+        if not self._named and items:  # the account shard's key, from its first member update
+            self._name(f"a{shard_of(items[0].account_id, self._config.shards):03d}")
         return super()._process(items)
 
 

@@ -13,6 +13,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
 
 from engine.config import Settings
+from engine.crypto import Keyring, dlq_envelope, dlq_keyring
 from engine.flow import ShardFinal, build_flow, flow_config
 from engine.sinks import Collector
 from engine.sources import FileSource
@@ -38,16 +39,19 @@ def run_flow(flow: Dataflow, workers: int) -> None:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)  # type: ignore[no-untyped-call]
 
 
-def dead_letter(rejection: Rejection) -> dict[str, Any]:
+def dead_letter(rejection: Rejection, keys: Keyring | None = None) -> dict[str, Any]:
+    """One line of dlq.jsonl. With [dlq] encrypt (`keys`) the input bytes are an envelope instead of
+    `raw`/`raw_base64`; the code, detail, source and line number hold no input data and stay readable."""
     raw = rejection.raw
+    where = {"code": rejection.code.value, "detail": rejection.detail, "source": raw.origin.source}
+    if keys is not None:
+        return {**where, "line": raw.origin.offset, **dlq_envelope(keys, raw.value)}
     try:
         text: str | None = raw.value.decode("utf-8")
     except UnicodeDecodeError:
         text = None
     return {
-        "code": rejection.code.value,
-        "detail": rejection.detail,
-        "source": raw.origin.source,
+        **where,
         "line": raw.origin.offset,
         # The bytes exactly as read: `raw` when they are text, always recoverable from `raw_base64`.
         "raw": text,
@@ -68,6 +72,7 @@ def _write_jsonl(path: Path, docs: Iterable[bytes]) -> int:
 def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | None = None) -> ReplayResult:
     if not input_path.is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
+    dlq_keys = dlq_keyring(settings)  # before the run: a missing key stops it at once
     collector = Collector()
     config = flow_config(settings, live=False, until_ms=until_ms if until_ms is not None else -1)
     source = FileSource([input_path], settings.engine.replay_batch_size)
@@ -95,10 +100,10 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     rejections.sort(key=lambda r: (r.raw.origin.source, r.raw.origin.offset))
-    counts[OutputKind.DLQ] = _write_jsonl(out_dir / "dlq.jsonl", (dumps(dead_letter(r)) for r in rejections))
+    counts[OutputKind.DLQ] = _write_jsonl(out_dir / "dlq.jsonl", (dumps(dead_letter(r, dlq_keys)) for r in rejections))
     # A stable sort by (event time, key): workers interleave differently, each key's own order is fixed.
     records.sort(key=lambda r: (r.ts, r.key))
-    for kind in (OutputKind.SCORES, OutputKind.ALERTS, OutputKind.LIFECYCLE, OutputKind.ACCOUNTS):
+    for kind in (OutputKind.SCORES, OutputKind.ALERTS, OutputKind.LIFECYCLE, OutputKind.ACCOUNTS, OutputKind.ACCESS):
         of_kind = [r for r in records if r.kind is kind]
         counts[kind] = _write_jsonl(out_dir / f"{kind.value}.jsonl", (r.value for r in of_kind))
     users = sorted((uid, state) for s in user_shards for uid, state in s.users.items())

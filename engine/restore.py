@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from engine import metrics
 from engine.config import Settings
 from engine.sinks import RDKAFKA_LOG, ProfileOp, ProfileStore, redis_fields, redis_key
-from engine.sources import Progress, consumer_error, watermark_offsets
+from engine.sources import Progress, consumer_error, kafka_admin, watermark_offsets
 from schemas.codec import loads
 from schemas.outputs import Entity
 
@@ -196,6 +196,7 @@ def restore_if_empty(settings: Settings) -> RestoreResult | None:
 
 def run_restore(settings: Settings) -> RestoreResult:
     """`pulse restore-profiles`: restore, print the one-line summary."""
+    kafka_admin(settings.kafka)  # fails fast with the reason when the broker refuses Pulse
     store = ProfileStore(settings.redis)
     try:
         result = restore_profiles(settings, store)

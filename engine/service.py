@@ -14,10 +14,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from engine import metrics
 from engine.config import EngineSettings, Settings
+from engine.crypto import state_sealer
 from engine.flow import build_flow, flow_config
 from engine.restore import restore_if_empty
 from engine.sinks import LiveSink
-from engine.sources import KafkaSource
+from engine.sources import KafkaSource, kafka_admin
 from schemas.outputs import OutputKind
 
 log = logging.getLogger("pulse.service")
@@ -27,13 +28,14 @@ KAFKA_OUTPUTS = (
     OutputKind.LIFECYCLE,
     OutputKind.ACCOUNTS,
     OutputKind.DLQ,
+    OutputKind.ACCESS,
 )
 
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the input and output topics that are missing; returns the names it created."""
     kafka = settings.kafka
-    admin = AdminClient(dict(kafka.client_config()))
+    admin = kafka_admin(kafka)  # the first contact: a refused login or certificate ends the run here
     wanted = {kafka.input_topic: kafka.input_partitions}
     wanted.update({settings.topics.for_kind(kind): kafka.output_partitions for kind in KAFKA_OUTPUTS})
     tables = {settings.topics.profiles, settings.topics.account_profiles}
@@ -85,6 +87,8 @@ def recovery_config(path: Path | None, partitions: int) -> RecoveryConfig | None
 
 
 def run_service(settings: Settings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
+    sealer = state_sealer(settings)  # first: a key problem stops Pulse before it touches Kafka or Redis
+    sink = LiveSink(settings)  # likewise for the dead-letter key ([dlq] encrypt)
     created = ensure_topics(settings)
     if created:
         print(f"pulse: created topics {', '.join(created)}", file=sys.stderr, flush=True)
@@ -102,6 +106,15 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
         where = recovery_dir.resolve() if recovery_dir is not None else None
         every = settings.engine.snapshot_interval_seconds
         print(f"pulse: snapshots to {where} every {every:g}s (engine.recovery_dir)", file=sys.stderr, flush=True)
+        if sealer.keys is None:
+            print(
+                "pulse: warning: recovery snapshots are not encrypted (they hold user ids and held events): set "
+                "PULSE_STATE_KEY and PULSE_STATE_KEY_ID, or [engine] state_key_file",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(f"pulse: snapshots encrypted with key id {sealer.keys.current}", file=sys.stderr, flush=True)
     else:
         print(
             "pulse: recovery off (engine.recovery_dir is empty): a restart starts again from kafka.start_from",
@@ -114,8 +127,8 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
     # Every partition up front: the low watermark waits for partitions another process has not polled yet.
     partitions = tuple(source.list_parts())
     state_dir = recovery_dir / "state" if recovery is not None and recovery_dir is not None else None
-    config = flow_config(settings, live=True, state_dir=state_dir, input_partitions=partitions)
-    flow = build_flow(source, LiveSink(settings), config)
+    config = flow_config(settings, live=True, state_dir=state_dir, input_partitions=partitions, sealer=sealer)
+    flow = build_flow(source, sink, config)
     print(
         f"pulse: consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",
         file=sys.stderr,

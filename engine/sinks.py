@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from redis.retry import Retry
 
 from engine import metrics
 from engine.config import RedisSettings, Settings, TopicSettings
+from engine.crypto import Keyring, dlq_envelope, dlq_keyring
 from schemas.codec import DUMPS_OPTIONS, dumps
 from schemas.events import Rejection
 from schemas.outputs import Entity, OutputKind, ProfileWrite, Record
@@ -170,15 +172,27 @@ def redis_key(settings: RedisSettings, entity: Entity, key: str) -> str:
 
 def connect_redis(settings: RedisSettings) -> redis.Redis:
     """A client that notices a dead server: 5 s connect and read timeouts, TCP keepalive, and a PING before
-    reusing a connection idle for 10 s. Options in the URL's query string take precedence."""
+    reusing a connection idle for 10 s. Options in the URL's query string take precedence. A rediss:// URL
+    verifies the server's certificate and name (against `ssl_ca_certs`, or the system's CAs)."""
+    tls: dict[str, Any] = {}
+    if settings.url.startswith("rediss://"):
+        tls = {"ssl_cert_reqs": "required", "ssl_min_version": ssl.TLSVersion.TLSv1_2}
+        if settings.ssl_ca_certs:
+            tls["ssl_ca_certs"] = settings.ssl_ca_certs
+        if settings.ssl_certfile:
+            tls["ssl_certfile"] = settings.ssl_certfile
+            tls["ssl_keyfile"] = settings.ssl_keyfile
     return redis.Redis.from_url(
         settings.url,
+        username=settings.username or None,
+        password=settings.password or None,
         socket_connect_timeout=5,
         socket_timeout=5,
         socket_keepalive=True,
         health_check_interval=10,
         # One immediate reconnect (a stale pooled connection); longer outages are ProfileStore's.
         retry=Retry(NoBackoff(), 1),
+        **tls,
     )
 
 
@@ -201,6 +215,25 @@ def _send(connection: Any, payload: bytes, replies: int) -> list[Any]:
 
 class RedisUnavailableError(RuntimeError):
     """Redis stayed unreachable for longer than redis.retry_deadline_seconds."""
+
+
+class RedisAccessError(RedisUnavailableError):
+    """Redis refused Pulse (wrong username or password) or its certificate is not trusted: waiting cannot fix
+    that, so it ends the run at once instead of being retried like an outage."""
+
+
+def redis_access_refused(exc: BaseException) -> bool:
+    """Whether a redis-py connection error is a refusal rather than an outage: redis-py raises a login
+    failure as a ConnectionError subclass, and a failed certificate check as a ConnectionError whose
+    context is the ssl error."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class ProfileStore:
@@ -273,6 +306,8 @@ class ProfileStore:
                 result = operation()
             except REDIS_TRANSIENT as exc:
                 metrics.REDIS_ERRORS.inc()
+                if redis_access_refused(exc):
+                    raise RedisAccessError(f"Redis at {self.where} refused the connection: {exc}") from exc
                 self._failures += 1
                 now = self._clock()
                 deadline = self.settings.retry_deadline_seconds
@@ -307,8 +342,9 @@ class ProfileStore:
 
 
 class _LivePartition(StatelessSinkPartition[Item]):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, dlq_keys: Keyring | None) -> None:
         self._topics: TopicSettings = settings.topics
+        self._dlq_keys = dlq_keys
         self._redis_settings = settings.redis
         self._producer = CheckedProducer(settings.kafka.producer_config(), output_kinds(settings.topics))
         self._store = ProfileStore(settings.redis)
@@ -322,7 +358,13 @@ class _LivePartition(StatelessSinkPartition[Item]):
                     produce(self._topics.for_kind(out.kind), out.key.encode(), out.value)
                 elif isinstance(out, Rejection):
                     raw = out.raw
-                    produce(self._topics.dlq, raw.key, raw.value, dlq_headers(out))
+                    if self._dlq_keys is None:
+                        produce(self._topics.dlq, raw.key, raw.value, dlq_headers(out))
+                    else:
+                        # [dlq] encrypt: the value is the envelope of the original bytes, and the message
+                        # key (the user id, by convention) is dropped; the headers hold no input data.
+                        envelope = dumps(dlq_envelope(self._dlq_keys, raw.value))
+                        produce(self._topics.dlq, None, envelope, dlq_headers(out))
                 elif isinstance(out, ProfileWrite):
                     key = redis_key(self._redis_settings, out.entity, out.key)
                     profiles.append((key, None if out.fields is None else redis_fields(out.fields)))
@@ -345,9 +387,11 @@ class LiveSink(DynamicSink[Item]):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # Loaded here, once, so a missing or bad dead-letter key stops `pulse run` before the dataflow starts.
+        self._dlq_keys = dlq_keyring(settings)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LivePartition:
-        return _LivePartition(self._settings)
+        return _LivePartition(self._settings, self._dlq_keys)
 
 
 class Collector(DynamicSink[Item]):

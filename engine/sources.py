@@ -8,10 +8,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from engine import metrics
 from engine.config import KafkaSettings, Settings
@@ -143,6 +144,38 @@ def resolve_offset(resume: int, low: int, high: int, policy: str) -> tuple[int, 
         return resume, 0
     offset = low if policy == "earliest" else high
     return offset, max(0, offset - resume)
+
+
+# librdkafka reports a refused login (SASL) or a failed TLS handshake (an untrusted or misnamed certificate)
+# through error_cb and then retries, as it should once running: the broker side may be fixed meanwhile.
+# Before the first connection nothing can work until someone fixes the configuration, so at start-up the
+# first such error ends the command with librdkafka's reason instead of a metadata timeout.
+_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
+def kafka_admin(settings: KafkaSettings, patience: float = 30.0) -> AdminClient:
+    """An admin client that has reached the cluster: metadata answered within `patience` seconds. Raises
+    KafkaException with the broker's or TLS library's reason as soon as the broker refuses Pulse."""
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        metrics.KAFKA_ERRORS.inc()
+        if error.fatal() or error.code() in _REFUSED:
+            refused.append(error)
+
+    config: dict[str, Any] = {**settings.client_config(), "error_cb": on_error, "logger": RDKAFKA_LOG}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            admin.list_topics(timeout=0.5)
+            return admin
+        except KafkaException:
+            admin.poll(0.1)  # serves error_cb
+            if refused:
+                raise KafkaException(refused[0]) from None
+            if time.monotonic() >= deadline:
+                raise
 
 
 def consumer_error(error: KafkaError, topic: str) -> None:

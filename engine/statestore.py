@@ -15,6 +15,9 @@ so a header with sequence S always finds its segments complete. Resuming from S 
 and replays the latest base at or before S and the segments after it, in order. Segments before a base
 are deleted once that base is `KEEP` snapshots old: bytewax resumes from the last epoch every worker
 committed, one or two epochs behind the newest snapshot, well inside KEEP.
+
+With a state key (engine.crypto) each segment file is an AES-GCM envelope bound to its shard and file name,
+opened (authenticated) before it is unpickled: a tampered, foreign or renamed segment stops the resume.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.crypto import PLAIN, SnapshotSealer, envelope_key_id, is_sealed
 
 KEEP = 8
 REWRITE_FACTOR = 2  # a resume reads at most 1 + REWRITE_FACTOR times the live entries
@@ -59,14 +64,19 @@ class Segment:
 class DeltaStore:
     """The snapshot segments of one shard key, by snapshot sequence number."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sealer: SnapshotSealer = PLAIN) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self._sealer = sealer
         for leftover in directory.glob(".*.tmp"):  # a write cut short by a crash; never renamed, never used
             leftover.unlink()
         # Entries written since the latest base, and segments since it: when to write a base again.
         self.stored = 0
         self.deltas = 0
+        # A segment was loaded that is plain while a key is configured (allow_plain_state, a migration) or
+        # sealed with a key that is no longer the current one (a rotation): the next snapshot writes a base
+        # under the current key, so once compaction has run no resume needs the old segments or old key.
+        self.stale = False
 
     def segments(self) -> list[Segment]:
         """Every stored segment, oldest first."""
@@ -86,7 +96,7 @@ class DeltaStore:
         self.stored, self.deltas = sum(s.entries for s in since), len(since)
 
     def needs_base(self, changed: int, live: int) -> bool:
-        return self.stored + changed > REWRITE_FACTOR * max(live, 1) or self.deltas >= REWRITE_EVERY
+        return self.stale or self.stored + changed > REWRITE_FACTOR * max(live, 1) or self.deltas >= REWRITE_EVERY
 
     def write(self, seq: int, entries: dict[str, Any], base: bool) -> None:
         """Write one snapshot's segment: the changed entries (None: deleted), or every entry (a base)."""
@@ -94,10 +104,10 @@ class DeltaStore:
             value = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
         name = f"{seq:012d}-{'base' if base else 'delta'}-{len(entries)}.pickle"
         temporary = self.directory / f".{name}.tmp"
-        temporary.write_bytes(value)
+        temporary.write_bytes(self._sealer.seal(value, self._context(name)))
         os.replace(temporary, self.directory / name)  # atomic: a segment is there whole or not at all
         if base:
-            self.stored, self.deltas = 0, 0
+            self.stored, self.deltas, self.stale = 0, 0, False
         else:
             self.stored, self.deltas = self.stored + len(entries), self.deltas + 1
 
@@ -109,8 +119,21 @@ class DeltaStore:
         with gc_paused():
             for segment in self.segments():
                 if segment.seq >= start:
-                    entries.update(pickle.loads(segment.path.read_bytes()))
+                    entries.update(pickle.loads(self.read(segment)))
         return {key: entry for key, entry in entries.items() if entry is not None}
+
+    def read(self, segment: Segment) -> bytes:
+        """A segment's pickle, authenticated first when snapshots are sealed (SnapshotError otherwise)."""
+        data = segment.path.read_bytes()
+        pickled = self._sealer.open(data, self._context(segment.path.name), str(segment.path))
+        keys = self._sealer.keys
+        if keys is not None and (not is_sealed(data) or envelope_key_id(data) != keys.current):
+            self.stale = True
+        return pickled
+
+    def _context(self, name: str) -> str:
+        # The shard key and file name: a segment copied to another shard or sequence number fails to open.
+        return f"segment:{self.directory.name}/{name}"
 
     def compact(self, safe: int) -> None:
         """Delete the segments no resume from a snapshot at or after `safe` can need."""

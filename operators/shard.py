@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.access import access_export
 from operators.engagement import (
     AccountNotice,
     Context,
@@ -25,7 +26,7 @@ from operators.scoring import Band, ScoreModel
 from operators.state import DAY_MS, UserState
 from operators.timers import TimerService
 from operators.watermark import LowWatermark, Progress
-from schemas.events import Category, Event
+from schemas.events import ACCESS_REQUESTED, Category, Event
 from schemas.outputs import Entity, ProfileWrite, Record
 
 HOUR_MS = 3_600_000
@@ -38,6 +39,7 @@ UserEntry = tuple[UserState | None, dict[str, int] | None]
 _NOT_IN_HEADER = frozenset({"users", "seen", "seen_count", "timers", "changed", "_ctx"})
 _DEFAULT_MODEL = ScoreModel()
 _DEFAULT_LAPSE = LapseModel()
+_PRIVACY = Category.PRIVACY
 
 
 def shard_of(user_id: str, shards: int) -> int:
@@ -233,6 +235,10 @@ class Shard:
             self.seen_count += 1
             if track:
                 self.changed.add(event.user_id)
+            if event.category is _PRIVACY and event.type == ACCESS_REQUESTED:
+                counters.applied += 1
+                self._access(event, config, outputs, following, wall_ms)
+                continue
             if ts > self.event_time:
                 self._observe(event.user_id, ts, config.max_clock_jump_ms)
             elif ts < self.event_time - config.dedup_horizon_ms:
@@ -278,6 +284,37 @@ class Shard:
         if self.seen_count >= self.prune_at:
             self._prune(config)
         return outputs
+
+    def _access(
+        self, event: Event, config: ShardConfig, outputs: list[Output], following: bool, wall_ms: int | None
+    ) -> None:
+        """An access request is a read: it takes its place in the user's event sequence like any event (so
+        the export holds exactly the events and timers before it), but moves no clock, is not applied to
+        the state and is not counted as late, so no other output changes because of it."""
+        user_id, ts = event.user_id, event.ts
+        if config.reorder_ms > 0:
+            if self.ordering.is_late(ts):
+                outputs.append(self._export(event, config))
+            else:
+                self.ordering.hold(event)  # answered in event-time order by _release
+            return
+        if following:
+            # Live: as for the user's other events (see process), their own timers due before it fire
+            # first, and it queues behind their events that wait for a lapse decision.
+            if self.held and user_id in self.held:
+                self._hold(event)
+                return
+            user = self.users.get(user_id)
+            if user is not None and 0 <= user.timer_at <= ts - 1:
+                if self._lapse_undecided(user, ts, config, wall_ms):
+                    self._hold(event)
+                    return
+                self._advance_user(user_id, ts - 1 if wall_ms is None else min(ts - 1, wall_ms), config, outputs)
+        outputs.append(self._export(event, config))
+
+    def _export(self, event: Event, config: ShardConfig) -> Record:
+        user_id = event.user_id
+        return access_export(user_id, self.users.get(user_id), event.ts, event.event_id, config.model, config.lapse)
 
     def _hold(self, event: Event) -> None:
         self.ordering.hold(event)
@@ -360,6 +397,9 @@ class Shard:
                 if left:
                     held[event.user_id] = left
             self.advance(min(event.ts - 1, cap), config, outputs)  # timers due before this event fire first
+            if event.category is _PRIVACY and event.type == ACCESS_REQUESTED:
+                outputs.append(self._export(event, config))  # a read: no timer beyond the cap for it
+                continue
             if event.ts - 1 > cap:
                 self._advance_user(event.user_id, event.ts - 1, config, outputs)
             self._apply(event, config, outputs)

@@ -39,6 +39,8 @@ REASON_CODES: tuple[str, ...] = (
 # (so no e-mail address, sentence, query string, path or URL). The whole name must match.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 FEATURE_CACHE_SIZE = 10_000
+# A person asks for what Pulse holds about them: a privacy event that is read, never applied to state.
+ACCESS_REQUESTED = "access_requested"
 
 
 @lru_cache(maxsize=FEATURE_CACHE_SIZE)
@@ -116,6 +118,7 @@ class Vocabulary:
         table.update({t: Category.TEAM for t in self.team})
         table.update({t: Category.COMMERCIAL for t in self.commercial})
         table[self.erasure] = Category.PRIVACY
+        table[ACCESS_REQUESTED] = Category.PRIVACY
         object.__setattr__(self, "categories", table)
         object.__setattr__(self, "kept_properties", DETAIL_KEYS - self.pii_fields)
         try:

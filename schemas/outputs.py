@@ -25,6 +25,8 @@ class OutputKind(StrEnum):
     ACCOUNTS = "accounts"
     DLQ = "dlq"
     PROFILES = "profiles"
+    # A person's export of everything held about them, answering their `access_requested` event.
+    ACCESS = "access"
 
 
 class Entity(StrEnum):

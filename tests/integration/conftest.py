@@ -98,6 +98,7 @@ class Names:
             "PULSE_TOPICS_DLQ": f"{self.run}-dlq",
             "PULSE_TOPICS_PROFILES": f"{self.run}-profiles",
             "PULSE_TOPICS_ACCOUNT_PROFILES": f"{self.run}-account-profiles",
+            "PULSE_TOPICS_ACCESS": f"{self.run}-access",
             "PULSE_REDIS_KEY_PREFIX": self.run,
             "PULSE_REDIS_URL": REDIS_URL,
             "PULSE_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,

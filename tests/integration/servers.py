@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ class RedisServer:
 class KafkaBroker:
     """A real broker of its own through scripts/kafka-local (own data dir, ports, pid file)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._env = {
@@ -72,6 +73,7 @@ class KafkaBroker:
             "PULSE_KAFKA_DIR": str(workdir / "kafka"),
             "PULSE_KAFKA_PORT": str(self.port),
             "PULSE_KAFKA_CONTROLLER_PORT": str(free_port()),
+            **(extra_env or {}),  # e.g. the SASL_SSL listener's settings (see scripts/kafka-local)
         }
 
     def _script(self, command: str) -> float:
