@@ -139,9 +139,12 @@ def produce(kafka: str, topic: str, messages: Sequence[tuple[bytes | None, bytes
     assert producer.flush(60) == 0
 
 
-def consume_all(kafka: str, topic: str, expected: int, timeout: float = 60) -> list[Message]:
-    """Read a topic from the beginning until `expected` messages arrived (or fail at the deadline)."""
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"check-{uuid.uuid4().hex}"})
+def consume_all(
+    kafka: str, topic: str, expected: int, timeout: float = 60, config: dict[str, Any] | None = None
+) -> list[Message]:
+    """Read a topic from the beginning until `expected` messages arrived (or fail at the deadline);
+    `config` adds client settings (TLS, SASL) for a secured broker."""
+    consumer = Consumer({"bootstrap.servers": kafka, **(config or {}), "group.id": f"check-{uuid.uuid4().hex}"})
     messages: list[Message] = []
     try:
 

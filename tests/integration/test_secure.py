@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from engine.config import KafkaSettings
 from schemas.codec import loads
-from tests.integration.conftest import ROOT, Names, PulseProcess, free_port, wait_for
+from tests.integration.conftest import ROOT, Names, PulseProcess, consume_all, free_port, wait_for
 from tests.integration.servers import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -237,30 +237,6 @@ def _produce(config: dict[str, Any], topic: str, values: Sequence[bytes]) -> Non
     assert producer.flush(60) == 0
 
 
-def _first_records(config: dict[str, Any], topic: str, timeout: float) -> list[Message]:
-    consumer = Consumer({**config, "group.id": f"check-{uuid.uuid4().hex}"})
-    records: list[Message] = []
-    try:
-
-        def assigned() -> bool:
-            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                return False
-            consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-            return True
-
-        wait_for(assigned, timeout, f"topic {topic}")
-
-        def arrived() -> bool:
-            records.extend(m for m in consumer.consume(100, 0.2) if m.error() is None)
-            return bool(records)
-
-        wait_for(arrived, timeout, f"a record on {topic}", interval=0)
-    finally:
-        consumer.close()
-    return records
-
-
 def test_pulse_runs_over_sasl_ssl_kafka_and_tls_redis_with_an_acl_user(
     pki: Pki,
     secure_kafka: SecureKafka,
@@ -282,7 +258,7 @@ def test_pulse_runs_over_sasl_ssl_kafka_and_tls_redis_with_an_acl_user(
 
     profile = wait_for(lambda: secure_redis.admin.hgetall(f"{PREFIX}:user:alice"), 90, "alice's profile in Redis")
     assert loads(profile[b"features"]) == {"reports": 1}
-    scores = _first_records(client, f"{run}-scores", 60)
+    scores = consume_all(secure_kafka.bootstrap, f"{run}-scores", 1, 60, config=client)
     assert loads(scores[0].value() or b"")["kind"] == "score_changed"
     pulse.assert_alive()
     assert pulse.stop() in (0, -15)
