@@ -206,8 +206,22 @@ class EngineSettings:
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
     enabled: bool = True
+    # Loopback by default. Bound elsewhere, protect it: basic auth, TLS, or both.
     host: str = "127.0.0.1"
     port: int = 9464
+    # Basic auth for /metrics: a username here, its password from PULSE_METRICS_PASSWORD or password_file.
+    username: str = ""
+    password_file: str = ""
+    password: str = field(default="", repr=False)
+    # HTTPS: the server's certificate and key (PEM), both or neither; with client_cafile, scrapers must
+    # present a certificate signed by that CA (mutual TLS).
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    tls_client_cafile: str = ""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +292,12 @@ def _vocabulary(v: VocabularySettings) -> Vocabulary:
 
 
 # Secrets come from PULSE_<SECTION>_<KEY> or from the file named by the `<key>_file` key, never from the TOML.
-_SECRETS = {("kafka", "sasl_password"), ("kafka", "ssl_key_password"), ("redis", "password")}
+_SECRETS = {
+    ("kafka", "sasl_password"),
+    ("kafka", "ssl_key_password"),
+    ("redis", "password"),
+    ("metrics", "password"),
+}
 
 
 def _read_secret(where: str, path: str) -> str:
@@ -412,6 +431,8 @@ def _validate(name: str, section: Any) -> None:
         _validate_kafka_security(section)
     if isinstance(section, RedisSettings):
         _validate_redis_security(section)
+    if isinstance(section, MetricsSettings):
+        _validate_metrics_security(section)
 
 
 def _validate_kafka_security(kafka: KafkaSettings) -> None:
@@ -463,6 +484,19 @@ def _validate_redis_security(redis: RedisSettings) -> None:
         raise ConfigError("[redis] a password is given both in PULSE_REDIS_URL and as redis.password: set one")
     if redis.username and not redis.password:
         raise ConfigError(f"[redis] username {redis.username!r} needs PULSE_REDIS_PASSWORD or redis.password_file")
+
+
+def _validate_metrics_security(metrics: MetricsSettings) -> None:
+    if metrics.username and not metrics.password:
+        raise ConfigError(
+            f"[metrics] username {metrics.username!r} needs PULSE_METRICS_PASSWORD or metrics.password_file"
+        )
+    if metrics.password and not metrics.username:
+        raise ConfigError("[metrics] a password is set but no username: set metrics.username too")
+    if bool(metrics.tls_certfile) != bool(metrics.tls_keyfile):
+        raise ConfigError("[metrics] tls_certfile and tls_keyfile go together (HTTPS)")
+    if metrics.tls_client_cafile and not metrics.tls_certfile:
+        raise ConfigError("[metrics] tls_client_cafile needs tls_certfile and tls_keyfile (HTTPS)")
 
 
 def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import base64
+import hmac
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from engine.config import MetricsSettings
 
 EVENTS_IN = Counter("pulse_events_in", "Raw messages read from the input")
 APPLIED = Counter("pulse_events_applied", "Valid events applied to state (first time seen)")
@@ -57,6 +71,74 @@ SNAPSHOT_SECONDS = Histogram(
 )
 
 
-def serve(host: str, port: int) -> None:
-    """Expose /metrics over HTTP; loopback by default because it has no authentication."""
-    start_http_server(port, addr=host)
+# Readiness: (ready, reason). The service installs one that knows its partitions and lag.
+Readiness = Callable[[], tuple[bool, str]]
+
+
+def _always_ready() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def _plain(start_response: StartResponse, status: str, body: str, *extra: tuple[str, str]) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *extra])
+    return [body.encode()]
+
+
+def metrics_app(settings: MetricsSettings, ready: Readiness = _always_ready) -> WSGIApplication:
+    """/metrics (behind basic auth when a username is set), /healthz and /readyz (open: they say only ok or
+    why not, and orchestrators probe them without credentials)."""
+    exposition = make_wsgi_app()
+    expected = (
+        b"Basic " + base64.b64encode(f"{settings.username}:{settings.password}".encode()) if settings.username else b""
+    )
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _plain(start_response, "200 OK", "ok\n")
+        if path == "/readyz":
+            ok, reason = ready()
+            return _plain(start_response, "200 OK" if ok else "503 Service Unavailable", reason + "\n")
+        if path != "/metrics":
+            return _plain(start_response, "404 Not Found", "not found: try /metrics, /healthz or /readyz\n")
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1")
+        if expected and not hmac.compare_digest(given, expected):
+            challenge = ("WWW-Authenticate", 'Basic realm="pulse metrics", charset="UTF-8"')
+            return _plain(start_response, "401 Unauthorized", "unauthorized\n", challenge)
+        return exposition(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood stderr."""
+
+
+def _tls(settings: MetricsSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_certfile, settings.tls_keyfile)
+    if settings.tls_client_cafile:
+        context.load_verify_locations(settings.tls_client_cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def serve(settings: MetricsSettings, ready: Readiness = _always_ready) -> WSGIServer:
+    """Serve metrics and probes from a daemon thread; HTTPS (and mutual TLS) when certificates are set."""
+    server = make_server(
+        settings.host, settings.port, metrics_app(settings, ready), server_class=_Server, handler_class=_QuietHandler
+    )
+    if settings.tls_certfile:
+        try:
+            server.socket = _tls(settings).wrap_socket(server.socket, server_side=True)
+        except (OSError, ValueError):
+            server.server_close()
+            raise
+    threading.Thread(target=server.serve_forever, name="pulse-metrics", daemon=True).start()
+    return server

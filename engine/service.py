@@ -13,7 +13,7 @@ from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from engine import metrics
-from engine.config import EngineSettings, Settings
+from engine.config import ConfigError, EngineSettings, MetricsSettings, Settings
 from engine.crypto import state_sealer
 from engine.flow import build_flow, flow_config
 from engine.restore import restore_if_empty
@@ -86,6 +86,20 @@ def recovery_config(path: Path | None, partitions: int) -> RecoveryConfig | None
     return RecoveryConfig(path)  # type: ignore[no-untyped-call]
 
 
+def serve_metrics(settings: MetricsSettings) -> None:
+    try:
+        metrics.serve(settings)
+    except OSError as exc:  # the port taken, a certificate file missing or not matching its key
+        raise ConfigError(f"[metrics] cannot serve on {settings.host}:{settings.port}: {exc}") from None
+    protection = [name for name, on in (("basic auth", settings.username), ("TLS", settings.tls_certfile)) if on]
+    print(
+        f"pulse: metrics on {settings.scheme}://{settings.host}:{settings.port}/metrics"
+        f" ({', '.join(protection) or 'no authentication'}; probes /healthz /readyz)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def run_service(settings: Settings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     sealer = state_sealer(settings)  # first: a key problem stops Pulse before it touches Kafka or Redis
     sink = LiveSink(settings)  # likewise for the dead-letter key ([dlq] encrypt)
@@ -93,12 +107,7 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
     if created:
         print(f"pulse: created topics {', '.join(created)}", file=sys.stderr, flush=True)
     if settings.metrics.enabled:
-        metrics.serve(settings.metrics.host, settings.metrics.port)
-        print(
-            f"pulse: metrics on http://{settings.metrics.host}:{settings.metrics.port}/metrics",
-            file=sys.stderr,
-            flush=True,
-        )
+        serve_metrics(settings.metrics)
     processes = len(addresses) if addresses else 1
     recovery_dir = recovery_path(settings)
     recovery = recovery_config(recovery_dir, max(processes, 1))

@@ -7,12 +7,16 @@ with openssl: the shared plain-text servers are not touched."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,59 +32,13 @@ from engine.config import KafkaSettings
 from schemas.codec import loads
 from tests.integration.conftest import ROOT, Names, PulseProcess, consume_all, free_port, wait_for
 from tests.integration.servers import KafkaBroker
+from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
 USER = "pulse"  # the SCRAM user on the broker and the ACL user on Redis
 PREFIX = "pulse"  # the only keys the Redis ACL user may touch; Pulse's redis.key_prefix here
 FAIL_FAST_S = 30.0  # a refused login or certificate must end `pulse run` within this
-
-
-def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False, timeout=60)
-    if result.returncode != 0:
-        pytest.fail(f"openssl {' '.join(args[:2])} failed:\n{result.stderr}")
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A throwaway CA; a server certificate for 127.0.0.1/localhost and a client certificate signed by it
-    (the client key encrypted, its password in a file); and a second CA that signed neither."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    client_key_password: Path
-    other_ca: Path
-
-    @classmethod
-    def make(cls, directory: Path) -> Pki:
-        directory.mkdir(parents=True, exist_ok=True)
-        pki = cls(*(directory / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key",
-                                                  "client-key-password", "other-ca.pem")))  # fmt: skip
-        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc", "-days", "2")
-        for name in ("ca", "other-ca"):
-            _openssl("req", "-x509", "-new", *ec, "-keyout", str(directory / f"{name}.key"),
-                     "-out", str(directory / f"{name}.pem"), "-subj", f"/CN=Pulse test {name}",
-                     "-addext", "basicConstraints=critical,CA:TRUE",
-                     "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-        signed_by_ca = ("-CA", str(pki.ca), "-CAkey", str(directory / "ca.key"))
-        # The server certificate also allows clientAuth: Redis's readiness check may present it.
-        _openssl("req", "-x509", "-new", *ec, *signed_by_ca, "-keyout", str(pki.server_key),
-                 "-out", str(pki.server_cert), "-subj", "/CN=localhost",
-                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                 "-addext", "extendedKeyUsage=serverAuth,clientAuth")  # fmt: skip
-        plain_key = directory / "client-plain.key"
-        _openssl("req", "-x509", "-new", *ec, *signed_by_ca, "-keyout", str(plain_key),
-                 "-out", str(pki.client_cert), "-subj", "/CN=pulse-client",
-                 "-addext", "extendedKeyUsage=clientAuth")  # fmt: skip
-        pki.client_key_password.write_text(secrets.token_hex(12) + "\n", encoding="utf-8")
-        _openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", str(plain_key), "-out", str(pki.client_key),
-                 "-passout", f"file:{pki.client_key_password}")  # fmt: skip
-        plain_key.unlink()
-        return pki
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +172,12 @@ ssl_ca_certs = "{pki.ca}"
 username = "{USER}"
 {password_file}
 key_prefix = "{PREFIX}"
+
+[metrics]
+username = "prometheus"
+password_file = "{pki.client_key_password}"
+tls_certfile = "{pki.server_cert}"
+tls_keyfile = "{pki.server_key}"
 """,
         encoding="utf-8",
     )
@@ -260,6 +224,15 @@ def test_pulse_runs_over_sasl_ssl_kafka_and_tls_redis_with_an_acl_user(
     assert loads(profile[b"features"]) == {"reports": 1}
     scores = consume_all(secure_kafka.bootstrap, f"{run}-scores", 1, 60, config=client)
     assert loads(scores[0].value() or b"")["kind"] == "score_changed"
+    # The metrics endpoint of the same run: HTTPS with basic auth (the password file reused from the PKI).
+    https = ssl.create_default_context(cafile=str(pki.ca))
+    url = f"https://127.0.0.1:{pulse.metrics_port}/metrics"
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(url, timeout=5, context=https)
+    login = base64.b64encode(f"prometheus:{pki.client_key_password.read_text().strip()}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {login}"})
+    with urllib.request.urlopen(request, timeout=5, context=https) as response:
+        assert re.search(r"^pulse_events_applied_total [1-9]", response.read().decode(), re.MULTILINE)
     pulse.assert_alive()
     assert pulse.stop() in (0, -15)
 

@@ -19,7 +19,7 @@ def test_the_readme_stands_alone() -> None:
 
 
 def test_the_configuration_block_is_valid_and_states_the_defaults(tmp_path: Path) -> None:
-    (block,) = re.findall(r"```toml\n(.*?)```", README, re.S)
+    block = re.findall(r"```toml\n(.*?)```", README, re.S)[0]  # the first is the full configuration
     path = tmp_path / "pulse.toml"
     path.write_text(block, encoding="utf-8")
     assert load_settings(path, env={}) == load_settings(None, env={})
@@ -29,6 +29,20 @@ def test_the_configuration_block_is_valid_and_states_the_defaults(tmp_path: Path
         # Secrets are not config-file keys (load_settings refuses them there), so the block leaves them out.
         known = {f for f in type(getattr(defaults, section)).__dataclass_fields__ if (section, f) not in _SECRETS}
         assert set(documented[section]) == known, section
+
+
+def test_every_other_configuration_example_loads(tmp_path: Path) -> None:
+    examples = re.findall(r"```toml\n(.*?)```", README, re.S)[1:]
+    assert examples
+    for number, example in enumerate(examples):
+        path = tmp_path / f"example-{number}.toml"
+        path.write_text(example, encoding="utf-8")
+        # The secrets an example's sections leave to the environment (a login's password, say).
+        shown = tomllib.loads(example)
+        secrets = {
+            f"PULSE_{s.upper()}_{k.upper()}": "example-secret" for s, k in _SECRETS if "username" in shown.get(s, {})
+        }
+        load_settings(path, env=secrets)
 
 
 def test_the_service_walk_through_asks_for_a_user_the_demo_stream_has(tmp_path: Path) -> None:
