@@ -71,6 +71,10 @@ class KafkaSettings:
     ssl_key_password: str = field(default="", repr=False)
     # How long the producer keeps retrying a message (a broker outage) before it fails the run.
     message_timeout_ms: int = 300_000
+    # Also commit the input offsets of each snapshot to this consumer group, so Kafka's own lag tools
+    # (kafka-consumer-groups.sh, Burrow, exporters) see Pulse. Informational: Pulse resumes from its snapshots.
+    commit_offsets: bool = False
+    group_id: str = "pulse"
 
     @property
     def uses_tls(self) -> bool:
@@ -100,8 +104,9 @@ class KafkaSettings:
     def consumer_config(self) -> dict[str, str | int | bool]:
         return {
             **self.client_config(),
-            # assign() with offsets in bytewax snapshots: the group is never joined or committed.
-            "group.id": "pulse",
+            # assign() with offsets in bytewax snapshots: the group is never joined, and offsets are
+            # committed to it (at each snapshot) only with commit_offsets, for Kafka's lag tools.
+            "group.id": self.group_id,
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "auto.offset.reset": self.auto_offset_reset,
@@ -218,6 +223,9 @@ class MetricsSettings:
     tls_certfile: str = ""
     tls_keyfile: str = ""
     tls_client_cafile: str = ""
+    # /readyz answers 200 once every input partition this process reads is at most this many messages
+    # behind its end (consumer lag), 503 with the reason until then.
+    ready_max_lag: int = 1000
 
     @property
     def scheme(self) -> str:
@@ -499,6 +507,56 @@ def _validate_metrics_security(metrics: MetricsSettings) -> None:
         raise ConfigError("[metrics] tls_client_cafile needs tls_certfile and tls_keyfile (HTTPS)")
 
 
+MASK = "***"
+# Defence in depth: a key named like a secret is masked even if it is not (yet) in _SECRETS; not the *_file keys
+# (paths), nor the ones that only name a file (ssl_keyfile, key_file) or a username.
+_SECRET_NAME = re.compile(r"(?i)(password|secret|token|credential)(?!_file)")
+_SECRET_QUERY = re.compile(r"(?i)pass|secret|token|auth|cred")
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (and any password-like query parameter) replaced by MASK; a user name stays.
+    Userinfo without a ':' is masked whole (redis-py would not read it as a password, a person might)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    # Up to the last '@': a password may hold '/', '?' or '@' itself (a '@' in the query over-masks, harmlessly).
+    userinfo, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:{MASK}@{rest}" if colon and "/" not in user and "?" not in user else f"{MASK}@{rest}"
+    head, question, query = rest.partition("?")
+    if question:
+        params = (p.partition("=") for p in query.split("&"))
+        query = "&".join(f"{k}{eq}{MASK if eq and _SECRET_QUERY.search(k) else v}" for k, eq, v in params)
+    return f"{scheme}{sep}{head}{question}{query}"
+
+
+def masked_config(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every section and key of `settings` as plain JSON-able values, for a log line: secrets that are set read
+    MASK (unset ones ""), redis.url without its password. Keys (PULSE_STATE_KEY, PULSE_DLQ_KEY) are not
+    settings and never appear; their files appear as paths."""
+    config: dict[str, dict[str, Any]] = {}
+    for section in fields(settings):
+        values: dict[str, Any] = {}
+        obj = getattr(settings, section.name)
+        for f in fields(obj):
+            if not f.init or f.name.startswith("_"):
+                continue
+            value = getattr(obj, f.name)
+            if (section.name, f.name) in _SECRETS or (isinstance(value, str) and _SECRET_NAME.search(f.name)):
+                value = MASK if value else ""
+            elif (section.name, f.name) == ("redis", "url"):
+                value = mask_url(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            values[f.name] = value
+        config[section.name] = values
+    return config
+
+
 def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Pure: the same file and environment always give the same settings, or a ConfigError."""
     env = os.environ if env is None else env
@@ -523,4 +581,4 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     return Settings(**sections)
 
 
-__all__ = ["ConfigError", "Settings", "load_settings", "types"]
+__all__ = ["ConfigError", "Settings", "load_settings", "mask_url", "masked_config", "types"]

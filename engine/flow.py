@@ -20,6 +20,7 @@ from bytewax.outputs import Sink
 from engine import metrics
 from engine.config import Settings
 from engine.crypto import PLAIN, SnapshotError, SnapshotSealer
+from engine.latency import ingest_of, stamp
 from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
 from operators.engagement import AccountNotice
@@ -126,9 +127,10 @@ def _decoder(config: FlowConfig) -> Any:
         metrics.EVENTS_IN.inc(len(batch.values))
         for name, count in untracked.items():
             metrics.UNTRACKED.labels(name).inc(count)
-        out = sorted(groups.items())
+        ingest = batch.ingest_ms if live else 0
+        out = [(key, stamp(group, ingest)) for key, group in sorted(groups.items())]
         if rejections:
-            out.append((DLQ_KEY, rejections))
+            out.append((DLQ_KEY, stamp(rejections, ingest)))
         return out
 
     return decode
@@ -145,6 +147,7 @@ def _report(
     if last is not None and last.ts == ts and last.idle == batch.idle:
         return
     progress = reported[name] = Progress(name, ts, batch.idle)
+    metrics.PARTITION_PROGRESS.event_time(str(batch.partition), ts / 1000, batch.idle)
     for key in keys:
         group = groups.get(key)
         if group is None:
@@ -211,7 +214,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         outputs = self._process([item for batch in values for item in batch])
         if self._config.clock() >= self._next_flush:
             outputs.extend(self._flush())
-        return ([outputs] if outputs else []), StatefulBatchLogic.RETAIN
+        return ([stamp(outputs, ingest_of(values))] if outputs else []), StatefulBatchLogic.RETAIN
 
     def _flush(self) -> list[Any]:
         self._next_flush = self._config.clock() + self._config.profile_flush
@@ -266,6 +269,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
             else:
                 store.write(self._seq, changed, base=False)
             store.compact(self._seq - KEEP)
+            metrics.STATE_BYTES.labels(self._label).set(store.entry_bytes * state.size())
 
 
 class UserLogic(_Logic):
@@ -394,9 +398,10 @@ def _router(config: FlowConfig) -> Any:
                 by_account.setdefault(keys[shard_of(out.account_id, config.shards)], []).append(out)
             else:
                 direct.append(out)
-        routed = sorted(by_account.items())
+        ingest = ingest_of((outputs,))
+        routed = [(key, stamp(group, ingest)) for key, group in sorted(by_account.items())]
         if direct:
-            routed.append((SINK_KEY, direct))
+            routed.append((SINK_KEY, stamp(direct, ingest)))
         return routed
 
     return route

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -71,8 +75,102 @@ SNAPSHOT_SECONDS = Histogram(
 )
 
 
+ALERTS = Counter(
+    "pulse_alerts", "Alert records written, by alert kind and status (firing, resolved)", ["kind", "status"]
+)
+E2E_LATENCY = Histogram(
+    "pulse_end_to_end_latency_seconds",
+    "From an input batch's oldest message entering Kafka (its timestamp) to Kafka acknowledging the outputs "
+    "it caused; one observation per output batch",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+# Label: the input partition number as a string. High watermark minus the next offset to read.
+CONSUMER_LAG = Gauge("pulse_consumer_lag", "Messages in the input partition not yet read by Pulse", ["partition"])
+PARTITIONS = Gauge("pulse_partitions_assigned", "Input partitions this process reads")
+STATE_BYTES = Gauge(
+    "pulse_state_bytes", "Approximate state size of the shard (its entries as pickled at the last snapshot)", ["shard"]
+)
+KAFKA_WRITE_SECONDS = Histogram(
+    "pulse_kafka_write_seconds",
+    "From producing a sink batch's records to Kafka acknowledging all of them",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+REDIS_WRITE_SECONDS = Histogram(
+    "pulse_redis_write_seconds",
+    "One MULTI/EXEC of profile hashes, retries through an outage included",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+BUILD_INFO = Gauge("pulse_build_info", "Always 1: the running version and score model", ["version", "model"])
+
+
 # Readiness: (ready, reason). The service installs one that knows its partitions and lag.
 Readiness = Callable[[], tuple[bool, str]]
+
+
+class PartitionProgress(Collector):
+    """Per input partition: the event time read so far and the consumer lag, reported by the dataflow; the
+    event-time lag (wall clock minus that event time, 0 while the partition is idle: nothing is pending)
+    is computed when scraped, so it keeps growing while Pulse is stuck."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._event_time: dict[str, tuple[float, bool]] = {}
+        self._lag: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def event_time(self, partition: str, seconds: float, idle: bool) -> None:
+        with self._lock:
+            self._event_time[partition] = (seconds, idle)
+
+    def consumer_lag(self, partition: str, messages: int) -> None:
+        CONSUMER_LAG.labels(partition).set(messages)
+        with self._lock:
+            self._lag[partition] = messages
+
+    def forget(self, partition: str) -> None:
+        with self._lock:
+            self._event_time.pop(partition, None)
+            self._lag.pop(partition, None)
+        with contextlib.suppress(KeyError):  # never reported (closed before its first fetch)
+            CONSUMER_LAG.remove(partition)
+
+    def lags(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._lag)
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "pulse_event_time_lag_seconds",
+            "Wall clock minus the newest event time read from the input partition (0 while it is idle)",
+            labels=["partition"],
+        )
+        now = self._clock()
+        with self._lock:
+            times = sorted(self._event_time.items())
+        for partition, (seconds, idle) in times:
+            family.add_metric([partition], 0.0 if idle or seconds <= 0 else max(0.0, now - seconds))
+        yield family
+
+
+PARTITION_PROGRESS = PartitionProgress()
+REGISTRY.register(PARTITION_PROGRESS)
+
+
+def readiness(max_lag: int) -> Readiness:
+    """Ready once this process reads at least one input partition and every one of them is within `max_lag`
+    messages of its end."""
+
+    def ready() -> tuple[bool, str]:
+        lags = PARTITION_PROGRESS.lags()
+        if not lags:
+            return False, "no input partition assigned yet"
+        behind = {p: lag for p, lag in lags.items() if lag > max_lag}
+        if behind:
+            worst = max(behind, key=lambda p: behind[p])
+            return False, f"catching up: partition {worst} is {behind[worst]} messages behind (ready at <= {max_lag})"
+        return True, f"ok: {len(lags)} partition(s), max lag {max(lags.values())}"
+
+    return ready
 
 
 def _always_ready() -> tuple[bool, str]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bytewax._bytewax import cli_main
@@ -12,7 +12,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from engine import metrics
+from engine import logs, metrics
 from engine.config import ConfigError, EngineSettings, MetricsSettings, Settings
 from engine.crypto import state_sealer
 from engine.flow import build_flow, flow_config
@@ -86,27 +86,37 @@ def recovery_config(path: Path | None, partitions: int) -> RecoveryConfig | None
     return RecoveryConfig(path)  # type: ignore[no-untyped-call]
 
 
+def package_version() -> str:
+    try:
+        return version("pulse-engine")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def serve_metrics(settings: MetricsSettings) -> None:
     try:
-        metrics.serve(settings)
+        metrics.serve(settings, metrics.readiness(settings.ready_max_lag))
     except OSError as exc:  # the port taken, a certificate file missing or not matching its key
         raise ConfigError(f"[metrics] cannot serve on {settings.host}:{settings.port}: {exc}") from None
     protection = [name for name, on in (("basic auth", settings.username), ("TLS", settings.tls_certfile)) if on]
-    print(
-        f"pulse: metrics on {settings.scheme}://{settings.host}:{settings.port}/metrics"
+    logs.info(
+        log,
+        f"metrics on {settings.scheme}://{settings.host}:{settings.port}/metrics"
         f" ({', '.join(protection) or 'no authentication'}; probes /healthz /readyz)",
-        file=sys.stderr,
-        flush=True,
+        url=f"{settings.scheme}://{settings.host}:{settings.port}/metrics",
+        protection=protection,
     )
 
 
 def run_service(settings: Settings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
     sealer = state_sealer(settings)  # first: a key problem stops Pulse before it touches Kafka or Redis
     sink = LiveSink(settings)  # likewise for the dead-letter key ([dlq] encrypt)
+    logs.banner(log, "run", settings, process_id=process_id, addresses=addresses)
     created = ensure_topics(settings)
     if created:
-        print(f"pulse: created topics {', '.join(created)}", file=sys.stderr, flush=True)
+        logs.info(log, f"created topics {', '.join(created)}", topics=created)
     if settings.metrics.enabled:
+        metrics.BUILD_INFO.labels(package_version(), settings.score.version).set(1)
         serve_metrics(settings.metrics)
     processes = len(addresses) if addresses else 1
     recovery_dir = recovery_path(settings)
@@ -114,22 +124,17 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
     if recovery is not None:
         where = recovery_dir.resolve() if recovery_dir is not None else None
         every = settings.engine.snapshot_interval_seconds
-        print(f"pulse: snapshots to {where} every {every:g}s (engine.recovery_dir)", file=sys.stderr, flush=True)
+        logs.info(log, f"snapshots to {where} every {every:g}s (engine.recovery_dir)", path=str(where), every_s=every)
         if sealer.keys is None:
-            print(
-                "pulse: warning: recovery snapshots are not encrypted (they hold user ids and held events): set "
+            logs.warning(
+                log,
+                "recovery snapshots are not encrypted (they hold user ids and held events): set "
                 "PULSE_STATE_KEY and PULSE_STATE_KEY_ID, or [engine] state_key_file",
-                file=sys.stderr,
-                flush=True,
             )
         else:
-            print(f"pulse: snapshots encrypted with key id {sealer.keys.current}", file=sys.stderr, flush=True)
+            logs.info(log, f"snapshots encrypted with key id {sealer.keys.current}", key_id=sealer.keys.current)
     else:
-        print(
-            "pulse: recovery off (engine.recovery_dir is empty): a restart starts again from kafka.start_from",
-            file=sys.stderr,
-            flush=True,
-        )
+        logs.info(log, "recovery off (engine.recovery_dir is empty): a restart starts again from kafka.start_from")
     if not process_id:  # one process of a cluster restores; the others wait for it to join the cluster
         restore_if_empty(settings)
     source = KafkaSource(settings.kafka, settings.engine.timer_idle_ms / 1000)
@@ -138,10 +143,12 @@ def run_service(settings: Settings, process_id: int | None = None, addresses: li
     state_dir = recovery_dir / "state" if recovery is not None and recovery_dir is not None else None
     config = flow_config(settings, live=True, state_dir=state_dir, input_partitions=partitions, sealer=sealer)
     flow = build_flow(source, sink, config)
-    print(
-        f"pulse: consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",
-        file=sys.stderr,
-        flush=True,
+    logs.info(
+        log,
+        f"consuming {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}",
+        topic=settings.kafka.input_topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        partitions=len(partitions),
     )
     cli_main(  # type: ignore[no-untyped-call]
         flow,

@@ -22,6 +22,7 @@ from redis.retry import Retry
 from engine import metrics
 from engine.config import RedisSettings, Settings, TopicSettings
 from engine.crypto import Keyring, dlq_envelope, dlq_keyring
+from engine.latency import ingest_of
 from schemas.codec import DUMPS_OPTIONS, dumps
 from schemas.events import Rejection
 from schemas.outputs import Entity, OutputKind, ProfileWrite, Record
@@ -269,7 +270,9 @@ class ProfileStore:
         size = self.settings.pipeline_size
         for start in range(0, len(ops), size):
             chunk = ops[start : start + size]
+            started = time.perf_counter()
             self.call(partial(self._execute, chunk))
+            metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - started)
             metrics.PROFILE_WRITES.inc(len(chunk))
 
     def _execute(self, chunk: Sequence[ProfileOp]) -> None:
@@ -341,6 +344,12 @@ class ProfileStore:
         self.client.close()
 
 
+def count_alert(value: bytes) -> None:
+    """pulse_alerts_total{kind,status}: alerts are few, so reading two fields back is cheap."""
+    doc = orjson.loads(value)
+    metrics.ALERTS.labels(str(doc.get("kind")), str(doc.get("status"))).inc()
+
+
 class _LivePartition(StatelessSinkPartition[Item]):
     def __init__(self, settings: Settings, dlq_keys: Keyring | None) -> None:
         self._topics: TopicSettings = settings.topics
@@ -350,12 +359,15 @@ class _LivePartition(StatelessSinkPartition[Item]):
         self._store = ProfileStore(settings.redis)
 
     def write_batch(self, items: list[Item]) -> None:
+        started = time.perf_counter()
         produce = self._producer.produce
         profiles: list[ProfileOp] = []
         for _, outputs in items:
             for out in outputs:
                 if isinstance(out, Record):
                     produce(self._topics.for_kind(out.kind), out.key.encode(), out.value)
+                    if out.kind is OutputKind.ALERTS:
+                        count_alert(out.value)
                 elif isinstance(out, Rejection):
                     raw = out.raw
                     if self._dlq_keys is None:
@@ -376,6 +388,10 @@ class _LivePartition(StatelessSinkPartition[Item]):
             self._store.write(profiles)
         # Outputs are counted as Kafka acknowledges them (the delivery reports served here).
         self._producer.flush()
+        metrics.KAFKA_WRITE_SECONDS.observe(time.perf_counter() - started)
+        ingest_ms = ingest_of(outputs for _, outputs in items)
+        if ingest_ms:
+            metrics.E2E_LATENCY.observe(max(0.0, time.time() - ingest_ms / 1000))
 
     def close(self) -> None:
         self._producer.flush()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from engine import metrics
+from engine import logs, metrics
 from engine.config import KafkaSettings, Settings
 from engine.sinks import RDKAFKA_LOG
 from schemas.codec import RawBatch, decode
@@ -65,7 +64,7 @@ def read_events(path: Path, settings: Settings) -> list[Event]:
 
 
 class Progress:
-    """Prints a line to stderr at most every `every` seconds on long runs (a replay, a restore); silent on
+    """Logs a status line at most every `every` seconds on long runs (a replay, a restore); silent on
     short ones."""
 
     def __init__(self, label: str, every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -80,7 +79,8 @@ class Progress:
         if now >= self._next:
             self._next = now + self._every
             rate = count / max(now - self._start, 1e-9)
-            print(f"pulse: {self._label}: {count:,} {what} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+            text = f"{self._label}: {count:,} {what} ({rate:,.0f}/s)"
+            logs.info(log, text, label=self._label, count=count, what=what, rate=round(rate))
 
 
 class _FilePartition(StatefulSourcePartition[RawBatch, int]):
@@ -213,6 +213,9 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         else:
             self._next_offset = self._resolve(resume_offset)
         self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
+        self._label = str(partition)
+        self._commit = settings.commit_offsets
+        metrics.PARTITIONS.inc()
 
     def _watermarks(self, patience: float) -> tuple[int, int] | None:
         """The partition's (low, high) offsets from the broker; None if they stay unknown."""
@@ -260,6 +263,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             offsets.append(message.offset() or 0)
             keys.append(message.key())
         if not values:
+            self._report_lag()
             return self._no_data()
         self._registered, self._idle, self._last_data = True, False, time.monotonic()
         expected = self._next_offset
@@ -269,7 +273,19 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             if marks is not None and marks[0] > expected:
                 self._reset(expected, offsets[0], offsets[0] - expected, *marks)
         self._next_offset = offsets[-1] + 1
-        return [RawBatch(self._topic, self._partition, values, offsets, keys)]
+        self._report_lag()
+        kind, ingest_ms = messages[0].timestamp()
+        return [RawBatch(self._topic, self._partition, values, offsets, keys, ingest_ms=ingest_ms if kind else 0)]
+
+    def _report_lag(self) -> None:
+        """Consumer lag from the high watermark librdkafka caches from its fetch responses (no request)."""
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        if high < 0:
+            return  # no fetch response yet
+        position = self._next_offset
+        if position < 0:  # nothing read yet: from the start of the log, or from its end
+            position = low if position == OFFSET_BEGINNING else high
+        metrics.PARTITION_PROGRESS.consumer_lag(self._label, max(0, high - position))
 
     def _no_data(self) -> list[RawBatch]:
         """An empty batch registers the partition (first call) or reports it idle (once, when caught up)."""
@@ -292,9 +308,16 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         return [RawBatch(self._topic, self._partition, [], [], idle=True)]
 
     def snapshot(self) -> int:
+        if self._commit and self._next_offset >= 0:
+            # For Kafka's own lag tools only: Pulse resumes from its snapshots, never from the group.
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, self._next_offset)], asynchronous=True
+            )
         return self._next_offset
 
     def close(self) -> None:
+        metrics.PARTITIONS.dec()
+        metrics.PARTITION_PROGRESS.forget(self._label)
         self._consumer.close()
 
 

@@ -77,6 +77,8 @@ class DeltaStore:
         # sealed with a key that is no longer the current one (a rotation): the next snapshot writes a base
         # under the current key, so once compaction has run no resume needs the old segments or old key.
         self.stale = False
+        # Pickled bytes per entry in the latest segment written: a cheap estimate of the state's size.
+        self.entry_bytes = 0.0
 
     def segments(self) -> list[Segment]:
         """Every stored segment, oldest first."""
@@ -106,6 +108,9 @@ class DeltaStore:
         temporary = self.directory / f".{name}.tmp"
         temporary.write_bytes(self._sealer.seal(value, self._context(name)))
         os.replace(temporary, self.directory / name)  # atomic: a segment is there whole or not at all
+        live = sum(1 for entry in entries.values() if entry is not None)
+        if live:
+            self.entry_bytes = len(value) / live
         if base:
             self.stored, self.deltas, self.stale = 0, 0, False
         else:

@@ -57,6 +57,8 @@ class RawBatch:
     # Kafka: the partition has had nothing to read for engine.timer_idle_ms (values is then empty), so it
     # must not hold event time back. An empty batch that is not idle registers a partition with no data yet.
     idle: bool = False
+    # Kafka: the timestamp (ms) of the batch's first message, when it entered Kafka; 0 when unknown (files).
+    ingest_ms: int = 0
 
 
 class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module

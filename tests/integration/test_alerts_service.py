@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def test_live_and_replay_fire_the_same_lapse_alerts(
     now_ms = int(time.time() * 1000)
     lines = _history(now_ms)
     produce(kafka, names.topic("events"), [(loads(line)["user_id"].encode(), line) for line in lines])
-    pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300"})
+    pulse = pulse_run({**names.env, "PULSE_ENGINE_TIMER_IDLE_MS": "300"})
 
     def dora_lapsed() -> list[dict[str, Any]]:
         first = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("alerts"))]
@@ -59,6 +60,9 @@ def test_live_and_replay_fire_the_same_lapse_alerts(
         return first if len(read_topic(kafka, names.topic("alerts"))) == len(first) else []
 
     live = wait_for(dora_lapsed, 90, "dora's lapse alert from the live service")
+    written = Counter(f'pulse_alerts_total{{kind="{a["kind"]}",status="{a["status"]}"}}' for a in live)
+    counted = {k: v for k, v in pulse.metrics().items() if k.startswith("pulse_alerts_total{")}
+    assert counted == written, "pulse_alerts_total counts every alert written, by kind and status"
 
     (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     replay(tmp_path / "in.jsonl", tmp_path / "out", load_settings(None, env={}), until_ms=now_ms)

@@ -138,3 +138,33 @@ def test_a_missing_certificate_stops_the_service_with_the_file_named(tmp_path: P
     settings = MetricsSettings(port=free_port(), tls_certfile=str(missing), tls_keyfile=str(missing))
     with pytest.raises(ConfigError, match=r"\[metrics\] cannot serve on 127.0.0.1:\d+: .*No such file"):
         serve_metrics(settings)
+
+
+def test_readiness_waits_for_partitions_and_for_the_lag_to_fall() -> None:
+    progress = metrics.PartitionProgress(clock=lambda: 1000.0)
+    saved = metrics.PARTITION_PROGRESS
+    metrics.PARTITION_PROGRESS = progress
+    try:
+        ready = metrics.readiness(max_lag=100)
+        assert ready() == (False, "no input partition assigned yet")
+        progress.consumer_lag("0", 5)
+        progress.consumer_lag("1", 250)
+        assert ready() == (False, "catching up: partition 1 is 250 messages behind (ready at <= 100)")
+        progress.consumer_lag("1", 100)
+        assert ready() == (True, "ok: 2 partition(s), max lag 100")
+    finally:
+        metrics.PARTITION_PROGRESS = saved
+        for partition in ("0", "1"):
+            metrics.CONSUMER_LAG.remove(partition)
+
+
+def test_event_time_lag_is_the_wall_clock_behind_each_partition_and_zero_when_idle() -> None:
+    progress = metrics.PartitionProgress(clock=lambda: 1000.0)
+    progress.event_time("0", 940.0, idle=False)
+    progress.event_time("1", 400.0, idle=True)
+    progress.event_time("2", -0.001, idle=False)  # registered, nothing read yet
+    (family,) = progress.collect()
+    assert {s.labels["partition"]: s.value for s in family.samples} == {"0": 60.0, "1": 0.0, "2": 0.0}
+    progress.forget("1")
+    (family,) = progress.collect()
+    assert [s.labels["partition"] for s in family.samples] == ["0", "2"]

@@ -50,3 +50,15 @@ def test_the_service_walk_through_asks_for_a_user_the_demo_stream_has(tmp_path: 
     # What `pulse demo` generates by default (demo/runner.py).
     write_jsonl(tmp_path / "events.jsonl", GeneratorConfig(users=300, accounts=300 // 8, days=60, seed=7))
     assert f'"user_id":"{user}"'.encode() in (tmp_path / "events.jsonl").read_bytes()
+
+
+def test_the_metrics_table_lists_exactly_what_pulse_exports() -> None:
+    from prometheus_client import REGISTRY
+
+    import engine.metrics  # noqa: F401 - registers every metric
+
+    suffix = {"counter": "_total", "gauge": "", "histogram": "", "unknown": ""}
+    exported = {f.name + suffix[f.type] for f in REGISTRY.collect() if f.name.startswith("pulse_")}
+    section = README[README.index("## Metrics") : README.index("## Delivery guarantees")]
+    documented = set(re.findall(r"^\| `(pulse_[a-z_]+)` \|", section, re.M))
+    assert documented == exported
