@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from engine import logs
 from engine.config import ConfigError, Settings, load_settings
 from schemas.codec import parse_ts
+
+log = logging.getLogger("pulse.cli")
 
 
 def _until(value: str) -> int:
@@ -20,8 +25,49 @@ def _until(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not an RFC 3339 time with offset or epoch ms: {value!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A usage error: argparse's usage and message in text, one error record in json."""
+        if _early_format() == "json":
+            logs.error(log, f"{self.prog}: {message}", usage=self.format_usage().strip())
+            self.exit(2)
+        super().error(message)
+
+
+_ARGV: Sequence[str] = ()
+
+
+def _early_format() -> str:
+    """The log format before the arguments are parsed (for their errors): --log-format or PULSE_LOG_FORMAT."""
+    argv = list(_ARGV)
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--log-format="):
+            return arg.partition("=")[2]
+    return os.environ.get("PULSE_LOG_FORMAT", "text").strip().lower()
+
+
+def _log_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """Before or after the command: `pulse --log-format json run` and `pulse run --log-format json` both work."""
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=default,
+        help="stderr as text (default) or one JSON object per line; env PULSE_LOG_FORMAT",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=logs.LEVELS,
+        default=default,
+        help="least severe level of Pulse's messages (default INFO); env PULSE_LOG_LEVEL",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pulse", description="Real-time customer health from product events.")
+    parser = _Parser(prog="pulse", description="Real-time customer health from product events.")
+    _log_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     replay = sub.add_parser("replay", help="event-time replay of a JSON-lines file (.jsonl or .jsonl.gz)")
@@ -84,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=300)
     demo.add_argument("--days", type=int, default=60)
     demo.add_argument("--seed", type=int, default=7)
+    for command in [*sub.choices.values(), *dlq_sub.choices.values()]:
+        _log_options(command, argparse.SUPPRESS)  # given after the command, it overrides
     return parser
 
 
@@ -99,7 +147,7 @@ def _dlq_decrypt(args: argparse.Namespace, settings: Settings) -> int:
     from engine.dlq import DecryptError, decrypt, file_records, topic_records
 
     if (args.file is None) == (not args.from_topic):
-        print("pulse: error: dlq decrypt takes a FILE or --from-topic (one of them)", file=sys.stderr)
+        logs.error(log, "dlq decrypt takes a FILE or --from-topic (one of them)")
         return 2
     keys = dlq_reader_keyring(settings)
     where = settings.topics.dlq if args.from_topic else str(args.file)
@@ -107,18 +155,31 @@ def _dlq_decrypt(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = decrypt(records, keys, sys.stdout.buffer)
     except DecryptError as exc:
-        print(f"pulse: error: {exc}", file=sys.stderr)
+        logs.error(log, str(exc))
         return 1
     except KafkaException as exc:
-        print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+        _kafka_error(settings, exc)
         return 1
-    print(result.line(where), file=sys.stderr)
+    logs.info(log, result.line(where), source=where, decrypted=result.decrypted, skipped=result.skipped)
     return 0
 
 
+def _kafka_error(settings: Settings, exc: Exception) -> None:
+    servers = settings.kafka.bootstrap_servers
+    logs.error(log, f"Kafka at {servers}: {exc}", bootstrap_servers=servers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _ARGV
+    _ARGV = sys.argv[1:] if argv is None else argv
+    early = _early_format()  # for the errors of the arguments themselves
+    logs.configure(early if early in logs.FORMATS else "text")
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="pulse: %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(*logs.resolve(args.log_format, args.log_level))
+    except ValueError as exc:
+        logs.error(log, str(exc))
+        return 2
     try:
         settings = _settings(args.config)
         if args.command == "replay":
@@ -126,10 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = replay(args.input, args.out, settings, args.until)
             s = result.summary
-            print(
-                f"pulse: {s['events_in']} events: {s['applied']} applied, {s['duplicates']} duplicate, "
+            logs.info(
+                log,
+                f"{s['events_in']} events: {s['applied']} applied, {s['duplicates']} duplicate, "
                 f"{s['rejected']} rejected; {s['users']} users; outputs in {result.out_dir}",
-                file=sys.stderr,
+                **{k: s[k] for k in ("events_in", "applied", "duplicates", "rejected", "users")},
+                out_dir=str(result.out_dir),
             )
         elif args.command == "run":
             from confluent_kafka import KafkaException
@@ -142,13 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 run_service(settings, args.process_id, addresses)
             except KafkaException as exc:
-                print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+                _kafka_error(settings, exc)
                 return 1
             except RedisUnavailableError as exc:  # at start (the restore check); in the flow bytewax reports it
-                print(f"pulse: error: {exc}", file=sys.stderr)
+                logs.error(log, str(exc))
                 return 1
             except SnapshotError as exc:  # a snapshot refused at resume: its message says which and why
-                print(exc, file=sys.stderr)
+                logs.error(log, str(exc), tag=False)
                 return 1
         elif args.command == "restore-profiles":
             from confluent_kafka import KafkaException
@@ -159,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 run_restore(settings)
             except KafkaException as exc:
-                print(f"pulse: error: Kafka at {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+                _kafka_error(settings, exc)
                 return 1
             except RedisUnavailableError as exc:
-                print(f"pulse: error: {exc}", file=sys.stderr)
+                logs.error(log, str(exc))
                 return 1
         elif args.command == "dlq":
             return _dlq_decrypt(args, settings)
@@ -182,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backtest = evaluate_file(args.input, args.calibration_end, args.horizon_days, settings, args.plot)
             print(dumps(backtest).decode())
             if args.plot is not None:
-                print(f"pulse: wrote {args.plot}", file=sys.stderr)
+                logs.info(log, f"wrote {args.plot}", path=str(args.plot))
         elif args.command == "fit-score":
             from engine.fitscore import fit_score_file
             from schemas.codec import dumps
@@ -191,22 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.input, args.calibration_end, args.horizon_days, args.out, settings, args.config
             )
             print(dumps(fitted).decode())
-            print(f"pulse: wrote {args.out} (model {fitted['model']})", file=sys.stderr)
+            logs.info(log, f"wrote {args.out} (model {fitted['model']})", path=str(args.out), model=fitted["model"])
         elif args.command == "demo":
             try:  # the demo package ships with a source checkout only, not in the service image
                 from demo.runner import run_demo
             except ImportError as exc:
                 if exc.name not in ("demo", "demo.runner"):
                     raise
-                print(
-                    "pulse: `pulse demo` needs a source checkout (the demo package is not in this installation): "
+                logs.error(
+                    log,
+                    "`pulse demo` needs a source checkout (the demo package is not in this installation): "
                     "run `make demo` from the repository",
-                    file=sys.stderr,
+                    tag=False,
                 )
                 return 2
             run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed)
     except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as exc:
-        print(f"pulse: error: {exc}", file=sys.stderr)
+        logs.error(log, str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,7 +8,7 @@ erasure does (state, profile, table tombstone, account membership, open alerts, 
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from engine import logs
 from engine.config import Settings
 from engine.sinks import RDKAFKA_LOG, REDIS_TRANSIENT, ProfileStore, redis_key
 from engine.sources import watermark_offsets
@@ -25,6 +26,7 @@ from schemas.codec import dumps, format_ts, loads
 from schemas.events import MAX_ID_LENGTH
 from schemas.outputs import Entity
 
+log = logging.getLogger("pulse.privacy")
 # How long a broker may take to answer a metadata or offsets request before it counts as unreachable.
 KAFKA_PATIENCE_S = 10.0
 # Profile hash fields that hold text as it is; every other field is JSON (engine.sinks.redis_fields).
@@ -294,7 +296,7 @@ def run_command(command: str, user_id: str, settings: Settings, timeout: float) 
     if not 0 < len(user_id) <= MAX_ID_LENGTH or timeout <= 0:
         # The same bounds the decoder puts on a user id: an erasure outside them would be a dead letter.
         reason = f"USER_ID must be 1-{MAX_ID_LENGTH} characters and --timeout positive"
-        print(f"pulse: error: {reason}", file=sys.stderr)
+        logs.error(log, reason)
         return 2
     try:
         if command == "export":
@@ -308,8 +310,8 @@ def run_command(command: str, user_id: str, settings: Settings, timeout: float) 
                 f"{len(result['alerts_closed'])} open alert(s) closed, user_erased at {result['ts']}"
             )
     except PrivacyError as exc:
-        print(f"pulse: error: {exc}", file=sys.stderr)
+        logs.error(log, str(exc), command=command)
         return 1
     print(dumps(result).decode())
-    print(summary, file=sys.stderr)
+    logs.info(log, summary, command=command)
     return 0

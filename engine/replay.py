@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -12,6 +13,7 @@ from typing import Any
 from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
 
+from engine import logs
 from engine.config import Settings
 from engine.crypto import Keyring, dlq_envelope, dlq_keyring
 from engine.flow import ShardFinal, build_flow, flow_config
@@ -23,6 +25,8 @@ from operators.shard import Shard
 from schemas.codec import dumps, format_ts
 from schemas.events import Rejection
 from schemas.outputs import OutputKind, Record
+
+log = logging.getLogger("pulse.replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     if not input_path.is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
     dlq_keys = dlq_keyring(settings)  # before the run: a missing key stops it at once
+    logs.banner(log, "replay", settings, input=str(input_path), out_dir=str(out_dir))
     collector = Collector()
     config = flow_config(settings, live=False, until_ms=until_ms if until_ms is not None else -1)
     source = FileSource([input_path], settings.engine.replay_batch_size)

@@ -8,7 +8,6 @@ to their current end and keeping the latest value per key gives back every hash 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from engine import metrics
+from engine import logs, metrics
 from engine.config import Settings
 from engine.sinks import RDKAFKA_LOG, ProfileOp, ProfileStore, redis_fields, redis_key
 from engine.sources import Progress, consumer_error, kafka_admin, watermark_offsets
@@ -41,6 +40,17 @@ class RestoreResult:
             f"pulse: restored {self.users} user and {self.accounts} account profile(s) into Redis {store.where} "
             f"(prefix {store.settings.key_prefix!r}); {self.tombstones} tombstone(s) deleted; "
             f"{self.records} record(s) read in {self.seconds:.1f}s"
+        )
+
+    def report(self, store: ProfileStore) -> None:
+        logs.info(
+            log,
+            self.line(store),
+            users=self.users,
+            accounts=self.accounts,
+            tombstones=self.tombstones,
+            records=self.records,
+            seconds=round(self.seconds, 3),
         )
 
 
@@ -180,15 +190,14 @@ def restore_if_empty(settings: Settings) -> RestoreResult | None:
     try:
         if redis_has_profiles(store) or not table_has_data(settings):
             return None
-        print(
-            f"pulse: Redis {store.where} holds no key under {settings.redis.key_prefix!r} but "
+        logs.info(
+            log,
+            f"Redis {store.where} holds no key under {settings.redis.key_prefix!r} but "
             f"the profile tables ({settings.topics.profiles}, {settings.topics.account_profiles}) are not: "
             "restoring the profiles from them first",
-            file=sys.stderr,
-            flush=True,
         )
         result = restore_profiles(settings, store)
-        print(result.line(store), file=sys.stderr, flush=True)
+        result.report(store)
         return result
     finally:
         store.close()
@@ -200,7 +209,7 @@ def run_restore(settings: Settings) -> RestoreResult:
     store = ProfileStore(settings.redis)
     try:
         result = restore_profiles(settings, store)
-        print(result.line(store), file=sys.stderr, flush=True)
+        result.report(store)
         return result
     finally:
         store.close()
