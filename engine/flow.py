@@ -356,12 +356,13 @@ class UserLogic(_Logic):
         for name, metric in COUNTER_METRICS:
             if moved[name]:
                 metric.inc(moved[name])
-        metrics.ERASED_IDS.labels(self._label).set(len(shard.erased))
-        metrics.USERS.labels(self._label).set(len(shard.users))
-        metrics.EVENT_TIME.labels(self._label).set(max(shard.event_time, 0) / 1000)
-        low = shard.inputs.value
-        if low is not None:
-            metrics.LOW_WATERMARK.labels(self._label).set(max(low, 0) / 1000)
+        if self._label:  # a shard is named by its first event; until then there is nothing to report
+            metrics.ERASED_IDS.labels(self._label).set(len(shard.erased))
+            metrics.USERS.labels(self._label).set(len(shard.users))
+            metrics.EVENT_TIME.labels(self._label).set(max(shard.event_time, 0) / 1000)
+            low = shard.inputs.value
+            if low is not None and low > 0:  # -1: a partition registered but not read from yet
+                metrics.LOW_WATERMARK.labels(self._label).set(low / 1000)
         return outputs
 
 

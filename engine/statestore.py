@@ -77,8 +77,9 @@ class DeltaStore:
         # sealed with a key that is no longer the current one (a rotation): the next snapshot writes a base
         # under the current key, so once compaction has run no resume needs the old segments or old key.
         self.stale = False
-        # Pickled bytes per entry in the latest segment written: a cheap estimate of the state's size.
+        # Pickled bytes per entry in the latest base written: a cheap estimate of the state's size.
         self.entry_bytes = 0.0
+        self.based = False
 
     def segments(self) -> list[Segment]:
         """Every stored segment, oldest first."""
@@ -108,9 +109,12 @@ class DeltaStore:
         temporary = self.directory / f".{name}.tmp"
         temporary.write_bytes(self._sealer.seal(value, self._context(name)))
         os.replace(temporary, self.directory / name)  # atomic: a segment is there whole or not at all
+        # A base holds every entry; a delta holds the busiest ones, which are the biggest (an account with many
+        # members), so deltas only estimate until the first base.
         live = sum(1 for entry in entries.values() if entry is not None)
-        if live:
+        if live and (base or not self.based):
             self.entry_bytes = len(value) / live
+            self.based = self.based or base
         if base:
             self.stored, self.deltas, self.stale = 0, 0, False
         else:

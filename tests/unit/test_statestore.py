@@ -197,3 +197,15 @@ def test_store_asks_for_a_base_when_segments_outgrow_the_state(tmp_path: Path) -
     reopened = _store(tmp_path)
     reopened.discard_after(REWRITE_FACTOR + 2)  # what a resumed shard does: the counts come back from the files
     assert (reopened.stored, reopened.deltas) == (1, 1)
+
+
+def test_the_state_size_estimate_comes_from_bases_not_from_busy_deltas(tmp_path: Path) -> None:
+    store = DeltaStore(tmp_path / "s000")
+    store.write(1, {"small": "x" * 10}, base=False)  # before any base, a delta is all there is
+    assert store.entry_bytes == len(pickle.dumps({"small": "x" * 10}, protocol=pickle.HIGHEST_PROTOCOL))
+    entries = {f"k{n}": "x" * 100 for n in range(10)}
+    store.write(2, entries, base=True)
+    per_entry = len(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)) / 10
+    assert store.entry_bytes == per_entry
+    store.write(3, {"k0": "x" * 100_000, "gone": None}, base=False)  # one busy, big entry changed
+    assert store.entry_bytes == per_entry
