@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "PULSE_METRICS_PORT": str(metrics_port),
         "PULSE_ENGINE_RECOVERY_DIR": str(work / "recovery"),
         **{f"PULSE_TOPICS_{kind.upper()}": f"{run}-{kind}" for kind in
-           ("scores", "alerts", "lifecycle", "accounts", "dlq", "profiles", "account_profiles", "access")},
+           ("scores", "alerts", "lifecycle", "accounts", "dlq", "profiles", "account_profiles", "access", "funnel",
+            "insights")},
     }  # fmt: skip
     prometheus = [str(ROOT / "scripts" / "prometheus-local")]
     where = ["--dir", str(work / "prometheus")]

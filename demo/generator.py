@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -17,10 +18,12 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "EXPERIMENT",
     "FEATURES",
     "MALFORMED_KINDS",
     "MAX_REORDER_MS",
     "PERSONAS",
+    "STICKY_FEATURES",
     "GeneratorConfig",
     "fast_events",
     "generate",
@@ -42,8 +45,17 @@ FEATURES: tuple[str, ...] = (
     "dashboards", "reports", "alerts", "integrations", "api_keys", "sso",
     "exports", "workflows", "comments", "search", "mobile", "billing",
 )  # fmt: skip
+# Key features that make users stay: the regular personas wire them up more often than churners and sporadic
+# users do, and trial users who have them convert more, so the drivers report shows their lift.
+STICKY_FEATURES: tuple[str, ...] = ("integrations", "workflows")
+_EVERYDAY_FEATURES: tuple[str, ...] = ("dashboards", "reports", "alerts", "exports")  # key, but not sticky
 PERSONAS: tuple[str, ...] = ("daily", "weekly", "sporadic", "churner", "returner", "new_trial", "power")
+# new_trial: prospects arriving during the window (visitors; most sign up for a trial, some never do).
 _PERSONA_WEIGHTS: tuple[float, ...] = (0.22, 0.22, 0.16, 0.10, 0.10, 0.10, 0.10)
+# The A/B test shown at sign-up: (experiment, variants); bucketed by a hash of the user id, as SDKs do.
+EXPERIMENT: tuple[str, tuple[str, ...]] = ("onboarding_checklist", ("control", "checklist"))
+_MARKETING_PAGES: tuple[str, ...] = ("/", "/pricing", "/features", "/customers", "/blog", "/docs", "/security")
+_REFERRERS: tuple[str, ...] = ("search", "search", "ads", "social", "direct", "partner")
 _SEVERITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
 _PLANS: tuple[tuple[str, float], ...] = (
     ("starter", 49.0), ("team", 199.0), ("business", 599.0), ("enterprise", 1999.0),
@@ -51,8 +63,9 @@ _PLANS: tuple[tuple[str, float], ...] = (
 _CANCEL_REASONS: tuple[str, ...] = (
     "too_expensive", "missing_features", "switched_competitor", "not_using", "business_closed", "support_experience",
 )  # fmt: skip
-# Valid events whose type the engine does not know; it must count them as "other", not reject them.
-_UNKNOWN_TYPES: tuple[str, ...] = ("experiment_exposed", "webhook_delivered", "email_opened")
+# Valid events whose type the engine does not know; it must count them as "other", not reject them. (Real
+# experiment_exposed events, with properties.experiment and .variant, come at sign-up: see _trial_user.)
+_UNKNOWN_TYPES: tuple[str, ...] = ("feature_flag_evaluated", "webhook_delivered", "email_opened")
 _ENDPOINTS: tuple[str, ...] = ("/v1/events", "/v1/reports", "/v1/users", "/v1/exports", "/v1/alerts")
 _DEVICES: tuple[str, ...] = ("web", "web", "web", "desktop", "ios", "android")
 # Repeated entries weight the draw toward European and US business regions.
@@ -198,7 +211,7 @@ def _build_accounts(rng: random.Random, n: int, days: int) -> list[_Account]:
     return out
 
 
-def _make_user(rng: random.Random, idx: int, persona: str, account: _Account | None) -> _User:
+def _make_user(rng: random.Random, idx: int, persona: str, account: _Account | None, adopt: random.Random) -> _User:
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     domain = account.domain if account else rng.choice(("mail.example", "inbox.example", "post.example"))
     tz = account.tz if account and rng.random() < 0.9 else rng.choice(_TZ_MINUTES)
@@ -213,14 +226,35 @@ def _make_user(rng: random.Random, idx: int, persona: str, account: _Account | N
         email=f"{first}.{last}{idx}@{domain}".lower(),
         phone=f"+1-{rng.randint(201, 989)}-555-01{rng.randint(0, 99):02d}",
         ip=f"{rng.choice(_IP_NETS)}.{rng.randint(1, 254)}",
-        features=tuple(rng.sample(FEATURES, rng.randint(9, 12) if wide else rng.randint(3, 5))),
+        features=_adopted(adopt, persona, rng.sample(FEATURES, rng.randint(9, 12) if wide else rng.randint(3, 5))),
         quiet_from=quiet,
     )
+
+
+def _adopted(rng: random.Random, persona: str, features: list[str]) -> tuple[str, ...]:
+    """The features a user will use: churners and sporadic users rarely get as far as the sticky ones, the
+    regular personas often add one (trial users' adoption depends on their onboarding, see _trial_user)."""
+    if persona in ("churner", "sporadic"):
+        if rng.random() < 0.85:
+            # Swapped for everyday key features: as broad an adoption (and score), only not the sticky kind.
+            kept = [f for f in features if f not in STICKY_FEATURES]
+            missing = len(features) - len(kept)
+            everyday = [f for f in _EVERYDAY_FEATURES if f not in kept]
+            others = [f for f in FEATURES if f not in STICKY_FEATURES and f not in kept and f not in everyday]
+            swapped = rng.sample(everyday, min(missing, len(everyday)))
+            features = kept + swapped + rng.sample(others, missing - len(swapped))
+    elif persona in ("daily", "weekly", "returner") and not set(features) & set(STICKY_FEATURES):
+        if rng.random() < 0.6:
+            features = [*features, rng.choice(STICKY_FEATURES)]
+    return tuple(features)
 
 
 def _build_users(rng: random.Random, config: GeneratorConfig, accounts: Sequence[_Account]) -> list[_User]:
     users: list[_User] = []
     placed = 0
+    # Feature adoption draws from its own generator, so the world (accounts, members, their subscription
+    # events) is the same as before adoption was skewed by persona.
+    adopt = random.Random(f"adoption-{config.seed}")
     for idx, persona in enumerate(_persona_list(rng, config.users), start=1):
         account = None
         if persona != "new_trial":
@@ -228,7 +262,7 @@ def _build_users(rng: random.Random, config: GeneratorConfig, accounts: Sequence
             pick = placed if placed < len(accounts) else int(rng.random() ** 2 * len(accounts))
             account = accounts[pick]
             placed += 1
-        users.append(_make_user(rng, idx, persona, account))
+        users.append(_make_user(rng, idx, persona, account, adopt))
     return _mark_erasures(rng, users, config.days)
 
 
@@ -276,20 +310,62 @@ _SHAPE: dict[str, tuple[int, int, int, int]] = {
 }
 
 
-def _session(st: _Stream, user: _User, day: int) -> int:
+# Share of sessions closed by an explicit session_end (logout, tab closed); the others just stop and the
+# engine infers their end from the 30 min gap.
+_END_SHARE = 0.6
+# Share of a day's later sessions that resume an open tab: no session_start, only the gap separates them.
+_RESUMED_SHARE = 0.25
+_END_TRIGGERS: tuple[str, ...] = ("logout", "tab_closed", "tab_closed", "app_backgrounded")
+
+
+def _session(st: _Stream, user: _User, day: int, not_before: int = 0) -> int:
     rng = st.rng
     s_lo, s_hi, e_lo, e_hi = _SHAPE[user.persona]
-    ts = st.at(day, user.tz, _business_hour(rng))
-    for _ in range(rng.randint(s_lo, s_hi)):
-        props: Props = {"ip": user.ip, "device": rng.choice(_DEVICES)}
-        if rng.random() < 0.2:
-            props["email"] = user.email
-        st.emit(user, ts, "session_start", None, props)
+    ts = max(st.at(day, user.tz, _business_hour(rng)), not_before)
+    for n in range(rng.randint(s_lo, s_hi)):
+        if n == 0 or rng.random() >= _RESUMED_SHARE:
+            props: Props = {"ip": user.ip, "device": rng.choice(_DEVICES)}
+            if rng.random() < 0.2:
+                props["email"] = user.email
+            st.emit(user, ts, "session_start", None, props)
         for _ in range(rng.randint(e_lo, e_hi)):
             ts += 1000 + int(rng.expovariate(1 / 40_000))
             kind, feature, eprops = _activity(rng, user)
             st.emit(user, ts, kind, feature, eprops)
-        ts += int(rng.uniform(0.5, 3.0) * HOUR_MS)
+        if rng.random() < _END_SHARE:
+            # Reading the last screen before leaving: the explicit end lengthens the session.
+            ts += rng.randint(5_000, 10 * MINUTE_MS)
+            st.emit(user, ts, "session_end", None, {"trigger": rng.choice(_END_TRIGGERS)})
+        # Always more than the 30 min session gap, so a resumed session is a new one without its start.
+        ts += int(rng.uniform(0.6, 3.0) * HOUR_MS)
+    return ts
+
+
+def _visit(st: _Stream, user: _User, day: int, signal: str | None = None) -> int:
+    """A prospect on the marketing site: a short session of page views, maybe ending in a newsletter
+    subscription or a demo request (`signal`). Returns the time of the last event."""
+    rng = st.rng
+    ts = st.at(day, user.tz, _business_hour(rng))
+    st.emit(
+        user,
+        ts,
+        "session_start",
+        None,
+        {"ip": user.ip, "device": rng.choice(_DEVICES), "referrer": rng.choice(_REFERRERS)},
+    )
+    for _ in range(rng.randint(1, 5)):
+        ts += 2000 + int(rng.expovariate(1 / 50_000))
+        st.emit(user, ts, "page_view", None, {"path": rng.choice(_MARKETING_PAGES)})
+    if signal == "newsletter_subscribed":
+        ts += rng.randint(5_000, 60_000)
+        st.emit(user, ts, signal, None, {"email": user.email, "list": rng.choice(("product_updates", "blog"))})
+    elif signal == "demo_requested":
+        ts += rng.randint(30_000, 180_000)
+        props: Props = {"email": user.email, "name": user.name, "company_size": rng.choice(("1-10", "11-50", "51-200"))}
+        st.emit(user, ts, signal, None, props)
+    if rng.random() < 0.4:
+        ts += rng.randint(5_000, 3 * MINUTE_MS)
+        st.emit(user, ts, "session_end", None, {"trigger": "tab_closed"})
     return ts
 
 
@@ -402,20 +478,50 @@ def _churn(st: _Stream, user: _User, churn_day: int) -> None:
     st.emit(user, ts, "subscription_cancelled", None, {"reason": reason, "regrettable": regrettable})
 
 
+_NEVER_SIGN_UP = 0.2  # share of prospects who browse (maybe subscribe or ask for a demo) and never sign up
+
+
+def _prospect_visits(st: _Stream, user: _User, signup: int) -> None:
+    """The marketing-site visits of a prospect in the days before `signup`: the newsletter subscription at the
+    first visit, a demo request at the last one. Prospects who never sign up stop there (or come back once)."""
+    rng = st.rng
+    first = max(0, signup - rng.randint(1, 10))
+    r = rng.random()
+    signal = "newsletter_subscribed" if r < 0.35 else "demo_requested" if r < 0.65 else None
+    days = sorted({first, *rng.sample(range(first, signup), min(signup - first, rng.randint(0, 2)))})
+    days = [d for d in days if d < signup]
+    at = -1 if not days else days[0] if signal == "newsletter_subscribed" else days[-1]
+    for day in days:
+        _visit(st, user, day, signal if day == at else None)
+
+
 def _trial_user(st: _Stream, user: _User) -> None:
     rng = st.rng
     signup = rng.randint(int(st.days * 0.15), max(int(st.days * 0.15), int(st.days * 0.75)))
+    _prospect_visits(st, user, signup)
+    if rng.random() < _NEVER_SIGN_UP:
+        if rng.random() < 0.35:  # one more look at the site, weeks later
+            _visit(st, user, signup + rng.randint(0, 21), "newsletter_subscribed" if rng.random() < 0.3 else None)
+        return
     ts = st.at(signup, user.tz, _business_hour(rng))
     pii: Props = {"email": user.email, "name": user.name, "phone": user.phone, "ip": user.ip}
     st.emit(user, ts, "signed_up", None, {**pii, "source": rng.choice(("organic", "ads", "referral", "partner"))})
+    experiment, variants = EXPERIMENT
+    variant = variants[zlib.crc32(user.user_id.encode()) % len(variants)]
+    exposure: Props = {"experiment": experiment, "variant": variant, "surface": "onboarding"}
+    st.emit(user, ts + 1000, "experiment_exposed", None, exposure)
     st.emit(user, ts + 90_000, "trial_started", None, {"plan": "team", "trial_days": _TRIAL_DAYS})
-    if rng.random() < 0.3:
-        st.emit(user, ts + rng.randint(HOUR_MS, 48 * HOUR_MS), "demo_requested", None, {"email": user.email})
+    if variant == "checklist":
+        # The checklist walks them through connecting an integration and building a dashboard.
+        guided = tuple(f for f in ("integrations", "dashboards") if f not in user.features)
+        user = replace(user, features=user.features + guided)
     trial_end = signup + _TRIAL_DAYS
     for day in range(signup, min(trial_end, st.days)):
         if rng.random() < (0.15 if st.weekend(day) else 0.65):
-            _session(st, user, day)
-    if rng.random() < 0.4:
+            _session(st, user, day, not_before=ts + 2 * MINUTE_MS)  # the product only after signing up
+    # Trials that wired up an integration convert more, and the checklist gets more of them there.
+    p_convert = 0.25 + (0.25 if variant == "checklist" else 0.0) + (0.1 if "integrations" in user.features else 0.0)
+    if rng.random() < p_convert:
         _convert(st, user, trial_end)
     else:
         for day in range(trial_end, min(trial_end + 7, st.days)):

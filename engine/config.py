@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NewType
 from urllib.parse import urlsplit
 
+from operators.journey import Journey
 from operators.lapse import LapseModel
 from operators.scoring import ScoreModel
 from operators.shard import HOLD_ALL, HOUR_MS, ShardConfig
@@ -139,6 +140,9 @@ class TopicSettings:
     account_profiles: str = "pulse-account-profiles"
     # A person's export of what Pulse holds about them (answering `access_requested`), keyed by user id.
     access: str = "pulse-access"
+    # Business-wide insights: funnel figures per cohort day (keyed by the day) and the daily drivers report.
+    funnel: str = "pulse-funnel"
+    insights: str = "pulse-insights"
 
     def for_kind(self, kind: OutputKind) -> str:
         name: str = getattr(self, kind.value)
@@ -242,7 +246,7 @@ class DlqSettings:
 
 @dataclass(frozen=True, slots=True)
 class VocabularySettings:
-    activity: tuple[str, ...] = ("session_start", "page_view", "feature_used", "api_call", "purchase")
+    activity: tuple[str, ...] = ("session_start", "session_end", "page_view", "feature_used", "api_call", "purchase")
     pii_fields: tuple[str, ...] = ("email", "name", "phone", "ip")
     # Free text never enters state: a properties.reason outside these codes reads "other"...
     reasons: tuple[str, ...] = REASON_CODES
@@ -254,6 +258,12 @@ class VocabularySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSettings:
+    # A user's activity events at most this far apart are one session (see operators.sessions).
+    gap_minutes: int = 30
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
@@ -262,8 +272,10 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     dlq: DlqSettings = DlqSettings()
     vocabulary: VocabularySettings = VocabularySettings()
+    sessions: SessionSettings = SessionSettings()
     lapse: LapseModel = LapseModel()  # noqa: RUF009 - frozen, so one shared default is safe
     score: ScoreModel = ScoreModel()  # noqa: RUF009 - frozen, so one shared default is safe
+    journey: Journey = Journey()  # noqa: RUF009 - frozen, so one shared default is safe
 
     def vocab(self) -> Vocabulary:
         return _vocabulary(self.vocabulary)
@@ -285,6 +297,8 @@ class Settings:
             max_clock_jump_ms=self.engine.max_clock_jump_days * DAY_MS,
             wall_clock_max_lag_ms=self.engine.timer_wall_clock_max_lag_hours * HOUR_MS,
             input_partitions=input_partitions,
+            session_gap_ms=self.sessions.gap_minutes * 60_000,
+            journey=self.journey,
         )
 
 
@@ -364,6 +378,11 @@ def _coerce(where: str, kind: Any, value: Any) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(kind) is dict and typing.get_args(kind)[1:] == (str,):  # names, e.g. [journey] events
+        if from_env:
+            value = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in value.split(",") if p.strip())}
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return {str(k): v for k, v in value.items()}
     elif typing.get_origin(kind) is dict:
         if from_env:
             with contextlib.suppress(ValueError):
@@ -578,7 +597,11 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         if not isinstance(sub, dict):
             raise ConfigError(f"[{name}] must be a table")
         sections[name] = _section(name, cls, sub, env)
-    return Settings(**sections)
+    settings = Settings(**sections)
+    stray = settings.journey.unknown_types(settings.vocab().categories)
+    if stray:
+        raise ConfigError(f"[journey] events: {', '.join(stray)} not in the vocabulary (they would read other)")
+    return settings
 
 
 __all__ = ["ConfigError", "Settings", "load_settings", "mask_url", "masked_config", "types"]

@@ -25,10 +25,12 @@ from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
 from operators.engagement import AccountNotice
 from operators.health import MemberUpdate
+from operators.insights import INSIGHTS_KEY, AlertDraft, InsightsShard, JourneyStep, UserFacts, draft
 from operators.shard import Counters, Shard, ShardConfig, shard_of
 from operators.watermark import Progress
 from schemas.codec import RawBatch, decode_batch
 from schemas.events import Event, Rejection, Vocabulary
+from schemas.outputs import OutputKind, Record
 
 DLQ_KEY = "dlq"
 SINK_KEY = "sink"
@@ -38,7 +40,7 @@ SINK_KEY = "sink"
 class ShardFinal:
     """What a shard hands the replay writer at end of input: its counters, clock and users or accounts."""
 
-    shard_state: Shard | AccountShard
+    shard_state: Shard | AccountShard | InsightsShard
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ def flow_config(
         dataclasses.replace(
             settings.shard_config(live=live, until_ms=until_ms, input_partitions=input_partitions),
             track_changes=state_dir is not None,
+            insights=True,
         ),
         state_dir,
         timedelta(milliseconds=engine.profile_flush_ms),
@@ -168,7 +171,9 @@ class Header:
 class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
     """Glue between bytewax and one shard of users or accounts: the flush schedule, incremental snapshots."""
 
-    def __init__(self, config: FlowConfig, resume: bytes | None, kind: type[Shard] | type[AccountShard]) -> None:
+    def __init__(
+        self, config: FlowConfig, resume: bytes | None, kind: type[Shard] | type[AccountShard] | type[InsightsShard]
+    ) -> None:
         self._config = config
         self._label = ""
         self._seq = 0
@@ -177,7 +182,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         self._context = f"header:{kind.__name__}"
         self._named = False
         if resume is None:
-            self._state: Shard | AccountShard = kind()
+            self._state: Shard | AccountShard | InsightsShard = kind()
         else:
             where = f"header of a {kind.__name__} in {config.state_dir.parent if config.state_dir else '?'}"
             header = pickle.loads(config.sealer.open(resume, self._context, where))
@@ -256,7 +261,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
         return header
 
-    def _write_changed(self, state: Shard | AccountShard) -> None:
+    def _write_changed(self, state: Shard | AccountShard | InsightsShard) -> None:
         changed = state.take_changed()
         # A store that resumed from plain or old-key segments rewrites a base now, changes or not.
         if changed or (self._store is not None and self._store.stale):
@@ -376,6 +381,32 @@ class AccountLogic(_Logic):
         return super()._process(items)
 
 
+class InsightsLogic(_Logic):
+    """The one insights shard (key "insights"): the funnel, the drivers report and alerts' next_step."""
+
+    def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
+        super().__init__(config, resume, InsightsShard)
+
+    def _count(self) -> None:
+        shard = self._state
+        assert isinstance(shard, InsightsShard)
+        for (name, stage), n in sorted(shard.take_moved().items()):
+            counter = metrics.FUNNEL_ENTERED if name == "entered" else metrics.FUNNEL_CONVERTED
+            counter.labels(stage).inc(n)
+
+    def _process(self, items: list[Any]) -> list[Any]:
+        if not self._named and items:
+            self._name(INSIGHTS_KEY)
+        outputs = super()._process(items)
+        self._count()
+        return outputs
+
+    def on_eof(self) -> tuple[Iterable[list[Any]], bool]:
+        result = super().on_eof()
+        self._count()
+        return result
+
+
 COUNTER_NAMES = tuple(f.name for f in dataclasses.fields(Counters))
 # Shard counters that are also Prometheus counters (applied and duplicates are handled on every batch).
 COUNTER_METRICS = (
@@ -388,15 +419,22 @@ COUNTER_METRICS = (
 
 def _router(config: FlowConfig) -> Any:
     keys = [f"a{n:03d}" for n in range(config.shards)]
+    drafts = config.shard.insights
 
     def route(item: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
-        """Member updates go on to their account's shard; everything else to the sink."""
+        """Member updates go on to their account's shard; journey steps, user facts and (with the insights
+        stage) every alert to the insights shard, which keeps a user's alerts in order and fills next_step;
+        everything else to the sink."""
         _, outputs = item
         direct: list[Any] = []
         by_account: dict[str, list[Any]] = {}
         for out in outputs:
             if isinstance(out, MemberUpdate):
                 by_account.setdefault(keys[shard_of(out.account_id, config.shards)], []).append(out)
+            elif isinstance(out, JourneyStep | UserFacts | AlertDraft):
+                by_account.setdefault(INSIGHTS_KEY, []).append(out)
+            elif drafts and isinstance(out, Record) and out.kind is OutputKind.ALERTS:
+                by_account.setdefault(INSIGHTS_KEY, []).append(draft(out))
             else:
                 direct.append(out)
         ingest = ingest_of((outputs,))
@@ -415,8 +453,10 @@ def build_flow(source: Source[RawBatch], sink: Sink[Any], config: FlowConfig) ->
     split = op.branch("split", decoded, lambda item: item[0] != DLQ_KEY)
     users = op.stateful_batch("users", split.trues, lambda resume: UserLogic(config, resume))
     routed = op.flat_map("route", users, _router(config))
-    to_accounts = op.branch("to_accounts", routed, lambda item: item[0] != SINK_KEY)
+    to_insights = op.branch("to_insights", routed, lambda item: item[0] == INSIGHTS_KEY)
+    to_accounts = op.branch("to_accounts", to_insights.falses, lambda item: item[0] != SINK_KEY)
     accounts = op.stateful_batch("accounts", to_accounts.trues, lambda resume: AccountLogic(config, resume))
-    outputs = op.merge("outputs", to_accounts.falses, accounts, split.falses)
+    insights = op.stateful_batch("insights", to_insights.trues, lambda resume: InsightsLogic(config, resume))
+    outputs = op.merge("outputs", to_accounts.falses, accounts, insights, split.falses)
     op.output("sink", outputs, sink)
     return flow

@@ -100,6 +100,11 @@ REDIS_WRITE_SECONDS = Histogram(
     "One MULTI/EXEC of profile hashes, retries through an outage included",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
+# Label: the journey stage (never a user or cohort: the funnel records hold those figures).
+FUNNEL_ENTERED = Counter("pulse_funnel_entered", "Users counted as entering a journey stage (funnel)", ["stage"])
+FUNNEL_CONVERTED = Counter(
+    "pulse_funnel_converted", "Users counted as converting from a journey stage to a later one (funnel)", ["stage"]
+)
 BUILD_INFO = Gauge("pulse_build_info", "Always 1: the running version and score model", ["version", "model"])
 
 

@@ -21,6 +21,7 @@ from engine.sinks import Collector
 from engine.sources import FileSource
 from operators.accounts import AccountShard
 from operators.health import render_account, render_user
+from operators.insights import InsightsShard, funnel_report
 from operators.shard import Shard
 from schemas.codec import dumps, format_ts
 from schemas.events import Rejection
@@ -87,6 +88,7 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     rejections: list[Rejection] = []
     user_shards: list[Shard] = []
     account_shards: list[AccountShard] = []
+    insight_shards: list[InsightsShard] = []
     for out in collector.outputs:
         if isinstance(out, Record):
             records.append(out)
@@ -96,6 +98,8 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
             state = out.shard_state
             if isinstance(state, Shard):
                 user_shards.append(state)
+            elif isinstance(state, InsightsShard):
+                insight_shards.append(state)
             else:
                 account_shards.append(state)
 
@@ -108,7 +112,15 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     counts[OutputKind.DLQ] = _write_jsonl(out_dir / "dlq.jsonl", (dumps(dead_letter(r, dlq_keys)) for r in rejections))
     # A stable sort by (event time, key): workers interleave differently, each key's own order is fixed.
     records.sort(key=lambda r: (r.ts, r.key))
-    for kind in (OutputKind.SCORES, OutputKind.ALERTS, OutputKind.LIFECYCLE, OutputKind.ACCOUNTS, OutputKind.ACCESS):
+    for kind in (
+        OutputKind.SCORES,
+        OutputKind.ALERTS,
+        OutputKind.LIFECYCLE,
+        OutputKind.ACCOUNTS,
+        OutputKind.ACCESS,
+        OutputKind.FUNNEL,
+        OutputKind.INSIGHTS,
+    ):
         of_kind = [r for r in records if r.kind is kind]
         counts[kind] = _write_jsonl(out_dir / f"{kind.value}.jsonl", (r.value for r in of_kind))
     users = sorted((uid, state) for s in user_shards for uid, state in s.users.items())
@@ -121,6 +133,11 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         out_dir / "account_profiles.jsonl",
         (dumps(render_account(aid, state, model)) for aid, state in accounts),
     )
+    # The insights stage's end state: every cohort's funnel with totals, and the latest drivers report.
+    cohorts = [cohort for s in insight_shards for cohort in s.cohorts.values()]
+    (out_dir / "funnel.json").write_bytes(dumps(funnel_report(cohorts)) + b"\n")
+    report = next((s.report for s in insight_shards if s.report is not None), None)
+    (out_dir / "drivers.json").write_bytes(dumps(report) + b"\n")
     totals: Counter[str] = Counter()
     for shard in user_shards:
         totals.update(asdict(shard.counters))

@@ -29,6 +29,8 @@ KAFKA_OUTPUTS = (
     OutputKind.ACCOUNTS,
     OutputKind.DLQ,
     OutputKind.ACCESS,
+    OutputKind.FUNNEL,
+    OutputKind.INSIGHTS,
 )
 
 

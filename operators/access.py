@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from operators.health import render_user
+from operators.journey import held_experiments
 from operators.lapse import LapseModel
 from operators.scoring import COMPONENTS, ScoreModel
+from operators.sessions import sessions
 from operators.state import CATEGORY_NAMES, DAY_MS, UserState
 from schemas.codec import dumps, format_ts
 from schemas.outputs import OutputKind, Record, record_id
@@ -56,10 +58,14 @@ def held_signals(user: UserState, lapse: LapseModel) -> dict[str, Any]:
         "commercial_since": _ts(user.commercial_ts),
         "active_days_total": user.active_day_count,
         "active_dates": active_dates(user),
+        "sessions": [[format_ts(first), format_ts(last)] for first, last in sessions(user.sessions)],
         "counts": dict(zip(CATEGORY_NAMES, user.counts, strict=True)),
         "features": dict(sorted(user.features.items())),
         "nps": user.nps_score if user.nps_score >= 0 else None,
         "nps_answered_at": _ts(user.nps_ts),
+        "journey_stage": user.journey or None,
+        "journey_stage_since": _ts(user.journey_ts),
+        "experiments": held_experiments(user),
         "open_tickets": user.open_tickets(),
         "resolved_tickets": sum(1 for weight in tickets.values() if weight == 0),
         "expected_gap_days": round(lapse.expected_gap_days(user), 2) if user.last_active >= 0 else None,

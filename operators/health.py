@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from operators.journey import account_nps, journey_profile
 from operators.lapse import LapseModel
 from operators.scoring import (
     COMMERCIAL_VALUE,
@@ -20,6 +21,7 @@ from operators.scoring import (
     renormalisation_shift,
     score_of,
 )
+from operators.sessions import complete_day_minutes, had_time_before
 from operators.state import DAY_MS, UserState, render_profile
 from schemas.codec import dumps, format_ts
 from schemas.outputs import OutputKind, Record, record_id
@@ -48,6 +50,8 @@ def signals(model: ScoreModel, user: UserState, as_of: int, lapse: LapseModel = 
         commercial=user.commercial,
         has_tickets=user.tickets is not None,
         has_commercial=user.commercial_ts >= 0,
+        minutes_28=complete_day_minutes(user.sessions, as_of, 28),
+        has_time=had_time_before(user.sessions, as_of),
     )
 
 
@@ -164,6 +168,7 @@ def render_user(user_id: str, user: UserState, model: ScoreModel, lapse: LapseMo
         commercial=user.commercial,
         nps=user.nps_score if user.nps_score >= 0 else None,
         open_tickets=user.open_tickets(),
+        **journey_profile(user),
     )
     if lapse is not None:
         profile["expected_gap_days"] = round(lapse.expected_gap_days(user), 2) if user.last_active >= 0 else None
@@ -194,6 +199,9 @@ class MemberUpdate:
     # when they left it for another (as of `ts`); ERASED when the person was erased. Only the user id,
     # the time and the cause matter for the last two.
     change: str = ""
+    minutes_28: float = 0.0  # the member's session minutes in the 28 days ending with the day of `ts`
+    nps_score: int = -1  # the member's latest NPS answer (by event time), -1 for none
+    nps_ts: int = -1
 
 
 MOVED_IN, MOVED_OUT, ERASED = "moved_in", "moved_out", "erased"
@@ -216,6 +224,10 @@ class AccountState:
     # user_id -> (ts, seq) of their departure (moved out or erased): an older update arriving later is
     # from before it and must not bring them back. Ids only; pruned after the lateness horizon.
     departed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # user_id -> (ts, seq, session minutes in 28 days) of the member's newest update: time in product.
+    minutes: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    # user_id -> (ts, score) of the member's latest NPS answer: the account's NPS (operators.journey).
+    nps: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def apply(self, u: MemberUpdate) -> str:
         """Order-independent: each member's newest update wins; team events are a set.
@@ -231,12 +243,18 @@ class AccountState:
             if (gone is not None and gone >= order) or (known is not None and known[:2] > order):
                 return ""  # a newer departure is known, or the member came back after this one
             self.departed[u.user_id] = order
+            self.minutes.pop(u.user_id, None)
+            self.nps.pop(u.user_id, None)
             return u.change if self.members.pop(u.user_id, None) is not None else ""
         if gone is not None:
             if gone >= order:
                 return ""  # from before the member left
             del self.departed[u.user_id]
         self._update(u)
+        if order > self.minutes.get(u.user_id, (-1, -1, 0.0))[:2]:
+            self.minutes[u.user_id] = (u.ts, u.seq, u.minutes_28)
+        if u.nps_ts >= 0 and (u.nps_ts, u.nps_score) > self.nps.get(u.user_id, (-1, -1)):
+            self.nps[u.user_id] = (u.nps_ts, u.nps_score)
         if u.team_event is not None:
             self.team[u.cause] = (u.ts, u.team_event)
         if (u.commercial_ts, u.commercial) > (self.commercial_ts, self.commercial) and u.commercial_ts >= 0:
@@ -269,6 +287,14 @@ class AccountState:
                 u.band if scored else known[3],
                 max(u.last_active, known[4]),
             )
+
+    def minutes_per_active_member(self, as_of: int) -> float | None:
+        """Session minutes in 28 days (as each member last reported them) per member active in the 28 days
+        before `as_of`; None when no member was."""
+        active = [u for u, m in self.members.items() if m[4] >= 0 and as_of - m[4] < 28 * DAY_MS]
+        if not active:
+            return None
+        return round(math.fsum(self.minutes[u][2] for u in active if u in self.minutes) / len(active), 2)
 
     def component_values(self, as_of: int) -> tuple[tuple[float, ...], dict[str, Any]]:
         members = self.members.values()
@@ -337,4 +363,6 @@ def render_account(account_id: str, account: AccountState, model: ScoreModel) ->
         "band": band,
         "components": dict(zip(ACCOUNT_COMPONENTS, shown, strict=True)),
         **facts,
+        "minutes_per_active_member_28d": account.minutes_per_active_member(as_of),
+        **account_nps(account.nps, as_of),
     }

@@ -10,10 +10,10 @@ from enum import StrEnum
 from schemas.codec import dumps
 
 DAY_MS = 86_400_000
-COMPONENTS = ("recency", "frequency", "adoption", "sentiment", "support", "commercial")
+COMPONENTS = ("recency", "frequency", "adoption", "sentiment", "support", "commercial", "time_in_product")
 ALL_PRESENT = (1 << len(COMPONENTS)) - 1
 # Bits of a `present` mask: which components have a signal for a user (adoption always counts).
-_RECENCY, _FREQUENCY, _ADOPTION, _SENTIMENT, _SUPPORT, _COMMERCIAL = (1 << i for i in range(len(COMPONENTS)))
+_RECENCY, _FREQUENCY, _ADOPTION, _SENTIMENT, _SUPPORT, _COMMERCIAL, _TIME = (1 << i for i in range(len(COMPONENTS)))
 
 
 class Band(StrEnum):
@@ -46,6 +46,7 @@ class ScoreModel:
             "sentiment": 0.15,
             "support": 0.10,
             "commercial": 0.10,
+            "time_in_product": 0.05,
         }
     )
     key_features: tuple[str, ...] = ("dashboards", "reports", "alerts", "integrations", "workflows", "exports")
@@ -59,6 +60,7 @@ class ScoreModel:
     nps_half_life_days: float = 90.0
     neutral_sentiment: float = 0.6  # no answer yet, or an old answer decayed away
     support_load_scale: float = 2.0  # severity-weighted open tickets at which support is worth 1/2
+    time_half_minutes: float = 120.0  # session minutes in 28 days at which time_in_product is worth 1/2
     healthy_enter: float = 70.0
     healthy_leave: float = 65.0
     at_risk_enter: float = 40.0
@@ -76,7 +78,7 @@ class ScoreModel:
         if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
             raise ValueError("score weights must be finite, non-negative and not all zero")
         positive = ("recency_scale", "frequency_window_days", "depth_target", "nps_half_life_days",
-                    "support_load_scale")  # fmt: skip
+                    "support_load_scale", "time_half_minutes")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -144,12 +146,15 @@ class Signals:
     commercial: str
     has_tickets: bool = False  # ever had a support ticket
     has_commercial: bool = False  # ever sent a subscription event
+    minutes_28: float = 0.0  # session minutes in the 28 complete days before the day of as_of (operators.sessions)
+    has_time: bool = False  # ever had a session longer than 0 min
 
     @property
     def present(self) -> int:
         """Which components have a signal for this user: recency and frequency once they were active,
         sentiment once they answered NPS, support once they had a ticket, commercial once a subscription
-        event came; adoption always (no key feature used is a signal). The rest do not dilute the score."""
+        event came, time in product once they had a session longer than 0 min; adoption always (no key
+        feature used is a signal). The rest do not dilute the score."""
         mask = _ADOPTION
         if self.days_since_active is not None:
             mask |= _RECENCY | _FREQUENCY
@@ -159,6 +164,8 @@ class Signals:
             mask |= _SUPPORT
         if self.has_commercial:
             mask |= _COMMERCIAL
+        if self.has_time:
+            mask |= _TIME
         return mask
 
 
@@ -200,7 +207,8 @@ def components(model: ScoreModel, s: Signals) -> tuple[float, ...]:
         sentiment = model.neutral_sentiment + (s.nps_score / 10.0 - model.neutral_sentiment) * decay
     support = 1.0 / (1.0 + s.support_load / model.support_load_scale)
     commercial = COMMERCIAL_VALUE.get(s.commercial, 0.5)
-    return (recency, frequency, adoption, sentiment, support, commercial)
+    time_in_product = s.minutes_28 / (s.minutes_28 + model.time_half_minutes)
+    return (recency, frequency, adoption, sentiment, support, commercial, time_in_product)
 
 
 def contributions(model: ScoreModel, values: tuple[float, ...], present: int = ALL_PRESENT) -> tuple[float, ...]:

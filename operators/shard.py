@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators import insights
 from operators.access import access_export
 from operators.engagement import (
     AccountNotice,
@@ -20,9 +21,12 @@ from operators.engagement import (
     on_timer,
 )
 from operators.health import ERASED, MOVED_IN, MOVED_OUT, MemberUpdate, render_user
+from operators.journey import DEFAULT_JOURNEY, Journey
+from operators.journey import after_event as journey_after_event
 from operators.lapse import LapseModel
 from operators.ordering import OrderingBuffer
 from operators.scoring import Band, ScoreModel
+from operators.sessions import add_held, complete_day_minutes
 from operators.state import DAY_MS, UserState
 from operators.timers import TimerService
 from operators.watermark import LowWatermark, Progress
@@ -31,7 +35,7 @@ from schemas.outputs import Entity, ProfileWrite, Record
 
 HOUR_MS = 3_600_000
 HOLD_ALL = 2**62
-Output = Record | ProfileWrite | MemberUpdate
+Output = Record | ProfileWrite | MemberUpdate | insights.UserFacts | insights.JourneyStep
 # What an incremental snapshot stores per user: their state (None once erased) and the event ids of theirs
 # seen recently (kept with the user, so a snapshot of the changed users carries exactly the ids that changed).
 UserEntry = tuple[UserState | None, dict[str, int] | None]
@@ -82,6 +86,12 @@ class ShardConfig:
     input_partitions: tuple[str, ...] = ()
     # Recovery on: shards note which users changed, so a snapshot writes only those (engine.statestore).
     track_changes: bool = False
+    # The insights stage is downstream (engine.flow): send it UserFacts, and leave alerts' next_step to it.
+    insights: bool = False
+    # Sessions: a user's activity events at most this far apart (event time) are one session.
+    session_gap_ms: int = 30 * 60_000
+    # The journey's stages, exits and the events entering them (operators.journey).
+    journey: Journey = DEFAULT_JOURNEY
 
     @property
     def lateness_ms(self) -> int:
@@ -497,7 +507,10 @@ class Shard:
         return index > 0 and history[index - 1][1]
 
     def _next_step(self, user: UserState, now: int, config: ShardConfig) -> dict[str, Any] | None:
-        """The key feature this user has not used that most healthy users here do."""
+        """The key feature this user has not used that most healthy users here do (or, with the insights stage,
+        a placeholder it completes: the feature with the best retention lift)."""
+        if config.insights:
+            return insights.draft_marker(user, config.model.key_features)
         day = now // DAY_MS
         if day != self.popular_day:
             counts = dict.fromkeys(config.model.key_features, 0)
@@ -534,6 +547,9 @@ class Shard:
             cause,
             sum(user.counts),
             change,
+            minutes_28=complete_day_minutes(user.sessions, user.clock, 28),
+            nps_score=user.nps_score,
+            nps_ts=user.nps_ts,
         )
 
     def _apply(self, event: Event, config: ShardConfig, outputs: list[Output]) -> None:
@@ -557,19 +573,43 @@ class Shard:
             return
         days_before = user.active_day_count
         commercial_before = user.commercial
+        nps_before = user.nps_score
         account_before = user.account_id
+        key_features = config.model.key_features
+        facts = insights.describe(user, key_features) if config.insights and insights.tracks(user, event) else None
         user.apply(event)
+        if facts is not None and (changed := insights.facts_if_changed(user_id, user, ts, facts, key_features)):
+            outputs.append(changed)
+        if event.category is Category.ACTIVITY:
+            user.sessions_base, user.sessions_pending, user.sessions = add_held(
+                user.sessions_base, user.sessions_pending, user.sessions, ts, event.type,
+                config.session_gap_ms, config.lateness_ms,
+            )  # fmt: skip
         if config.live_profiles:
             self.dirty.add(user_id)
         new_day = user.active_day_count != days_before
         scored = after_event(user_id, user, event, new_day, commercial_before, self._context(config), outputs)
         category = event.category
+        if (
+            category is not Category.ACTIVITY
+            or not user.journey
+            or ts < user.journey_ts
+            or event.type in config.journey.events
+        ):
+            journey_after_event(
+                user_id, user, event, nps_before, config.journey, outputs, config.insights, config.lateness_ms
+            )
         moved = account_before is not None and user.account_id != account_before
         if moved:
             # A user belongs to the account of their latest event only: the old account loses the member.
             outputs.append(self._member(user_id, user, None, event.event_id, MOVED_OUT, account_before))
         if user.account_id is not None and (
-            scored or new_day or moved or category is Category.TEAM or category is Category.COMMERCIAL
+            scored
+            or new_day
+            or moved
+            or category is Category.TEAM
+            or category is Category.COMMERCIAL
+            or category is Category.SENTIMENT  # the account's NPS
         ):
             team = event.type if category is Category.TEAM else None
             outputs.append(self._member(user_id, user, team, event.event_id, MOVED_IN if moved else ""))
@@ -588,6 +628,8 @@ class Shard:
         if config.track_changes:
             self.changed.add(user_id)
         on_erasure(user_id, user, ts, outputs)
+        if config.insights and user is not None:
+            outputs.append(insights.erased_facts(user_id, ts, sum(user.counts)))
         if user is not None and user.account_id is not None:
             user.clock = max(user.clock, ts)
             user.counts[Category.PRIVACY] += 1  # orders the departure after the user's last update

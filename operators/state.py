@@ -7,6 +7,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
+from operators.sessions import Log, Pending, profile_fields
 from schemas.codec import format_ts
 from schemas.events import Category, Event
 
@@ -45,9 +46,14 @@ class UserState:
         "day_base",
         "day_bits",
         "engagement",
+        "experiments",
         "features",
         "first_active_day",
         "first_seen",
+        "journey",
+        "journey_base",
+        "journey_log",
+        "journey_ts",
         "lapse_anchor",
         "lapse_at",
         "lapse_id",
@@ -59,6 +65,9 @@ class UserState:
         "present",
         "score",
         "scored_day",
+        "sessions",
+        "sessions_base",
+        "sessions_pending",
         "tickets",
         "timer_at",
     )
@@ -82,8 +91,19 @@ class UserState:
         self.last_active = -1  # epoch ms of the latest activity event
         self.nps_score = -1  # latest NPS answer (by event time), -1 for none
         self.nps_ts = -1
+        # The journey (operators.journey): stage and when it was entered; experiment -> (first exposure, variant).
+        self.journey = ""
+        self.journey_ts = -1
+        # The journey events within the allowed lateness, (ts, event id, stage), on the fold of older ones.
+        self.journey_log: list[tuple[int, str, str]] | None = None
+        self.journey_base: tuple[str, int] | None = None
+        self.experiments: dict[str, tuple[int, str]] | None = None
         # ticket_id -> severity weight while open, 0.0 once resolved (a resolve may arrive first).
         self.tickets: dict[str, float] | None = None
+        self.sessions: Log | None = None  # recent sessions (operators.sessions), added by the shard
+        # ...of which these are final, and these activity events (ts, rank) still within the lateness.
+        self.sessions_base: Log | None = None
+        self.sessions_pending: Pending | None = None
         self.commercial = "visitor"
         self.commercial_ts = -1
         # The last *emitted* score, band and per-component contributions, for deltas and hysteresis.
@@ -227,4 +247,5 @@ def render_profile(user_id: str, user: UserState, as_of_ms: int) -> dict[str, An
         "active_days_total": user.active_day_count,
         "counts": dict(zip(CATEGORY_NAMES, user.counts)),  # noqa: B905 - same length by construction; hot
         "features": dict(sorted(user.features.items())) if len(user.features) > 1 else dict(user.features),
+        **profile_fields(user.sessions, as_of_ms),
     }

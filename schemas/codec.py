@@ -41,6 +41,9 @@ _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,6})?\d
 _MS = timedelta(milliseconds=1)
 # A tuple, not `str | int | float`: that union is built anew at every evaluation, on the per-event path.
 _SCALARS = (str, int, float)
+# Kept properties that may hold free text, normalised by _scrub.
+_EXPERIMENT_KEYS = ("experiment", "variant")
+_SCRUBBED = frozenset({"reason", "plan", "ticket_id", *_EXPERIMENT_KEYS})
 # Sorted keys make every output byte-identical for identical content, whatever dict order built it.
 DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
 
@@ -205,7 +208,8 @@ def _count(untracked: Untracked | None, name: str) -> None:
 
 
 def _scrub(props: dict[str, Any], vocab: Vocabulary, untracked: Untracked | None) -> None:
-    """Free-text properties, in place: reason and plan to a tracked name or "other", ticket_id to a digest."""
+    """Free-text properties, in place: reason, plan, experiment and variant to a tracked name or "other",
+    ticket_id to a digest."""
     if "reason" in props and props["reason"] not in vocab.reasons:
         props["reason"] = OTHER
         _count(untracked, "reason")
@@ -216,6 +220,12 @@ def _scrub(props: dict[str, Any], vocab: Vocabulary, untracked: Untracked | None
             _count(untracked, "plan")
     if "ticket_id" in props:
         props["ticket_id"] = ticket_digest(props["ticket_id"])
+    for key in _EXPERIMENT_KEYS:  # experiment and variant names: like feature names, without an allow-list
+        if key in props:
+            name = props[key]
+            if name.__class__ is not str or not vocab.tracked_name(name):
+                props[key] = OTHER
+                _count(untracked, key)
 
 
 def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = None, max_ts: int = MAX_TS_MS) -> Event:
@@ -264,7 +274,7 @@ def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = Non
         # Only known type-specific scalars are kept, and never a field configured as personal data.
         kept = vocab.kept_properties
         props = {k: v for k, v in props.items() if k in kept and isinstance(v, _SCALARS)} or None
-        if props is not None and ("reason" in props or "plan" in props or "ticket_id" in props):
+        if props is not None and not _SCRUBBED.isdisjoint(props):
             _scrub(props, vocab, untracked)
     if event_type != vocab.feature:
         feature = None

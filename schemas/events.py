@@ -22,7 +22,9 @@ NPS_MIN, NPS_MAX = 0, 10
 SEVERITIES = ("low", "normal", "high", "urgent")
 PLAN_DIRECTIONS = ("up", "down")
 # The only properties the engine keeps (scalars): everything else, PII included, is dropped at decode.
-DETAIL_KEYS = frozenset({"score", "severity", "ticket_id", "plan", "mrr", "direction", "reason", "regrettable"})
+DETAIL_KEYS = frozenset(
+    {"score", "severity", "ticket_id", "plan", "mrr", "direction", "reason", "regrettable", "experiment", "variant"}
+)
 # What an untracked name (feature, plan, reason, event type) becomes at decode: free text never enters state.
 OTHER = "other"
 REASON_CODES: tuple[str, ...] = (
@@ -41,6 +43,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 FEATURE_CACHE_SIZE = 10_000
 # A person asks for what Pulse holds about them: a privacy event that is read, never applied to state.
 ACCESS_REQUESTED = "access_requested"
+# A user saw a variant of an A/B test (`properties.experiment`, `properties.variant`, names in the tracking
+# plan): counted as `other`, neither activity nor commercial; the journey keeps the first exposure per experiment.
+EXPERIMENT_EXPOSED = "experiment_exposed"
 
 
 @lru_cache(maxsize=FEATURE_CACHE_SIZE)
@@ -79,7 +84,9 @@ class RejectCode(StrEnum):
 class Vocabulary:
     """Which event types mean what; every list is configurable (these are the defaults)."""
 
-    activity: frozenset[str] = frozenset({"session_start", "page_view", "feature_used", "api_call", "purchase"})
+    activity: frozenset[str] = frozenset(
+        {"session_start", "session_end", "page_view", "feature_used", "api_call", "purchase"}
+    )
     feature: str = "feature_used"
     nps: str = "nps_response"
     ticket_opened: str = "support_ticket_opened"
@@ -90,6 +97,7 @@ class Vocabulary:
             "signed_up",
             "trial_started",
             "demo_requested",
+            "newsletter_subscribed",
             "subscribed",
             "plan_changed",
             "subscription_paused",
@@ -119,6 +127,7 @@ class Vocabulary:
         table.update({t: Category.COMMERCIAL for t in self.commercial})
         table[self.erasure] = Category.PRIVACY
         table[ACCESS_REQUESTED] = Category.PRIVACY
+        table[EXPERIMENT_EXPOSED] = Category.OTHER  # a known type (kept), counted with the other events
         object.__setattr__(self, "categories", table)
         object.__setattr__(self, "kept_properties", DETAIL_KEYS - self.pii_fields)
         try:
@@ -137,6 +146,10 @@ class Vocabulary:
     def tracked_feature(self, name: str) -> bool:
         """Whether a feature name is in the tracking plan (feature events are common: the match is cached)."""
         return name in self.features if self.features else _matches(self.name_re, name)
+
+    def tracked_name(self, name: str) -> bool:
+        """Whether an experiment or variant name matches the tracking plan's pattern (cached, like features)."""
+        return _matches(self.name_re, name)
 
     def tracked_plan(self, name: str) -> bool:
         """Whether a plan name is in the tracking plan (plan events are rare: no cache)."""

@@ -27,6 +27,9 @@ class OutputKind(StrEnum):
     PROFILES = "profiles"
     # A person's export of everything held about them, answering their `access_requested` event.
     ACCESS = "access"
+    # Business-wide insights (operators.insights): the journey funnel per cohort day, the daily drivers report.
+    FUNNEL = "funnel"
+    INSIGHTS = "insights"
 
 
 class Entity(StrEnum):

@@ -112,7 +112,8 @@ def _tracked(name: object, allowed: frozenset[str], vocab: Vocabulary) -> bool:
 
 def kept_details(doc: dict[str, Any], vocab: Vocabulary = VOCAB) -> dict[str, Any] | None:
     """What the decoder keeps of `properties`: the known type-specific scalars only (no PII, no nesting),
-    and no free text: a reason outside the codes and an untracked plan read "other", a ticket id a digest."""
+    and no free text: a reason outside the codes and an untracked plan, experiment or variant read "other", a
+    ticket id a digest."""
     props = doc.get("properties") or {}
     kept = {k: v for k, v in props.items() if k in DETAIL_KEYS and isinstance(v, str | int | float)}
     if "reason" in kept and kept["reason"] not in vocab.reasons:
@@ -121,6 +122,9 @@ def kept_details(doc: dict[str, Any], vocab: Vocabulary = VOCAB) -> dict[str, An
         kept["plan"] = "other"
     if "ticket_id" in kept:
         kept["ticket_id"] = "t-" + hashlib.blake2b(str(kept["ticket_id"]).encode(), digest_size=8).hexdigest()
+    for key in ("experiment", "variant"):  # like feature names, with no allow-list
+        if key in kept and not _tracked(kept[key], frozenset(), vocab):
+            kept[key] = "other"
     return kept or None
 
 

@@ -75,8 +75,19 @@ def test_demo_stream_retention_follows_the_bands(capsys: pytest.CaptureFixture[s
     write_jsonl(events, GeneratorConfig(users=300, days=60, seed=7))
     result = _evaluate(capsys, str(events), "--calibration-end", "2026-02-19T00:00:00Z", "--horizon-days", "14")
     bands = result["retention_by_band"]
-    assert bands["healthy"]["retained"] > bands["watch"]["retained"] > bands["at_risk"]["retained"]
+    # Healthy users come back far more often than the rest. Between watch and at_risk the default weights
+    # do not order the demo reliably (its sporadic users, rated at_risk, are about due to return: the order
+    # flips from seed to seed); the fitted score does, see README "Does the score predict?".
+    assert bands["healthy"]["retained"] > max(bands["watch"]["retained"], bands["at_risk"]["retained"]) + 0.3
     assert result["auc"]["score"] > result["auc"]["baselines"]["recency"]
+    fitted = tmp_path / "fitted.toml"
+    window = ["--calibration-end", "2026-02-19T00:00:00Z", "--horizon-days", "14"]
+    assert main(["fit-score", str(events), *window, "--out", str(fitted)]) == 0
+    capsys.readouterr()
+    result = _evaluate(capsys, str(events), *window, "--config", str(fitted))
+    bands = result["retention_by_band"]
+    assert bands["healthy"]["retained"] > bands["watch"]["retained"] > bands["at_risk"]["retained"]
+    assert result["auc"]["score"] > result["auc"]["baselines"]["bgnbd_expected"]
 
 
 def test_plot_without_matplotlib_is_a_one_line_error(

@@ -14,7 +14,9 @@ from engine.config import Settings, load_settings
 from engine.replay import replay
 from schemas.codec import loads
 
-OUTPUT_FILES = ("scores", "alerts", "lifecycle", "accounts", "dlq", "profiles")
+OUTPUT_FILES = ("scores", "alerts", "lifecycle", "accounts", "dlq", "profiles", "funnel", "insights")
+# The insights stage's end state (operators.insights): every cohort's funnel and the latest drivers report.
+REPORT_FILES = ("funnel.json", "drivers.json")
 
 
 def _settings(workers: int = 1, batch: int = 2000) -> Settings:
@@ -31,9 +33,11 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
-    return {name: (out / f"{name}.jsonl").read_bytes() for name in OUTPUT_FILES} | {
-        "summary": (out / "summary.json").read_bytes()
-    }
+    return (
+        {name: (out / f"{name}.jsonl").read_bytes() for name in OUTPUT_FILES}
+        | {name: (out / name).read_bytes() for name in REPORT_FILES}
+        | {"summary": (out / "summary.json").read_bytes()}
+    )
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -115,3 +119,19 @@ def test_until_advances_the_as_of_time(tmp_path: Path) -> None:
     (later,) = _jsonl(tmp_path / "later" / "profiles.jsonl")
     assert (now["active_days_7"], now["active_days_28"]) == (1, 1)
     assert (later["active_days_7"], later["active_days_28"]) == (0, 1)
+
+
+def test_the_insights_stage_reports_in_replay(stream: Path, tmp_path: Path) -> None:
+    summary = replay(stream, tmp_path, _settings()).summary
+    funnel = loads((tmp_path / "funnel.json").read_bytes())
+    assert funnel["cohorts"]
+    assert summary["outputs"]["funnel"] == len(funnel["cohorts"])  # one record per cohort: replay flushes once
+    assert all(stage["entered"] >= stage["converted"] for stage in funnel["totals"]["stages"].values())
+    drivers = loads((tmp_path / "drivers.json").read_bytes())
+    assert drivers["kind"] == "drivers"
+    assert summary["outputs"]["insights"] >= 1
+    assert drivers["features"], "users of the first days are past their retention window: the report has rows"
+    steps = [alert["next_step"] for alert in _jsonl(tmp_path / "alerts.jsonl") if "next_step" in alert]
+    assert any(step is not None for step in steps), "alerts after the first report get a next_step"
+    for step in steps:
+        assert step is None or (step["action"] == "adopt_feature" and step["scope"] in ("account", "global")), step

@@ -99,6 +99,8 @@ class Names:
             "PULSE_TOPICS_PROFILES": f"{self.run}-profiles",
             "PULSE_TOPICS_ACCOUNT_PROFILES": f"{self.run}-account-profiles",
             "PULSE_TOPICS_ACCESS": f"{self.run}-access",
+            "PULSE_TOPICS_FUNNEL": f"{self.run}-funnel",
+            "PULSE_TOPICS_INSIGHTS": f"{self.run}-insights",
             "PULSE_REDIS_KEY_PREFIX": self.run,
             "PULSE_REDIS_URL": REDIS_URL,
             "PULSE_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,

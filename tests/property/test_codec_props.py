@@ -206,6 +206,8 @@ def valid_events(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
                     "reason": st.sampled_from(sorted(VOCAB.reasons)) | st.text(max_size=20),
                     "plan": st.sampled_from(["team", "pro-v2"]) | st.text(max_size=20) | st.integers(0, 9),
                     "ticket_id": st.text(max_size=20) | st.integers(-(2**63), 2**63 - 1),
+                    "experiment": st.sampled_from(["pricing_page", "onboarding.v2"]) | st.text(max_size=20),
+                    "variant": st.sampled_from(["control", "b"]) | st.text(max_size=20) | st.integers(0, 9),
                 },
             )
         )

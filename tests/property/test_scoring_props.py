@@ -340,14 +340,14 @@ def test_next_band_respects_the_thresholds(model: ScoreModel, current: Band | No
 
 @FAST
 @given(
-    before=st.none() | st.lists(_finite(0.0, 100.0), min_size=6, max_size=6).map(tuple),
-    after=st.lists(_finite(0.0, 100.0), min_size=6, max_size=6).map(tuple),
+    before=st.none() | st.lists(_finite(0.0, 100.0), min_size=7, max_size=7).map(tuple),
+    after=st.lists(_finite(0.0, 100.0), min_size=7, max_size=7).map(tuple),
 )
 def test_reasons_are_sorted_and_account_for_the_move(
     before: tuple[float, ...] | None, after: tuple[float, ...]
 ) -> None:
     got = reasons(before, after)
-    base = before or (0.0,) * 6
+    base = before or (0.0,) * len(COMPONENTS)
     deltas = {name: a - b for name, a, b in zip(COMPONENTS, after, base, strict=True)}
     assert {r["component"] for r in got} == {n for n, d in deltas.items() if abs(d) >= 0.005}
     keys = [(-abs(deltas[str(r["component"])]), str(r["component"])) for r in got]
@@ -356,7 +356,7 @@ def test_reasons_are_sorted_and_account_for_the_move(
     reported = [r["delta"] for r in got]
     assert all(isinstance(d, float) for d in reported)
     total = math.fsum(d for d in reported if isinstance(d, float))
-    assert abs(total - (math.fsum(after) - math.fsum(base))) <= 6 * 0.005 + 1e-6
+    assert abs(total - (math.fsum(after) - math.fsum(base))) <= len(COMPONENTS) * 0.005 + 1e-6
 
 
 # ---- AccountState.apply is order-independent ------------------------------------------------------------------

@@ -100,7 +100,12 @@ def test_a_known_user_gets_everything_held_about_them() -> None:
     assert (signals["open_tickets"], signals["resolved_tickets"]) == (1, 0)
     assert (signals["commercial"], signals["commercial_since"]) == ("paying", format_ts(day_ts(2, 14)))
     assert (signals["score"], signals["band"]) == (alice.score, alice.band)
-    assert set(signals["components"]) == {"recency", "frequency", "adoption", "sentiment", "support", "commercial"}
+    assert set(signals["components"]) == {
+        "recency", "frequency", "adoption", "sentiment", "support", "commercial", "time_in_product",
+    }  # fmt: skip
+    # The sessions held: alice's activity events are an hour or more apart, so each is a session of its own.
+    held = [format_ts(day_ts(0)), format_ts(day_ts(0, 13)), format_ts(day_ts(3))]
+    assert signals["sessions"] == [[ts, ts] for ts in held]
     assert signals["engagement"] == alice.engagement
     assert signals["expected_gap_days"] == doc["profile"]["expected_gap_days"]
     assert signals["open_alerts"] == []

@@ -235,7 +235,8 @@ def test_an_invalid_tracking_plan_is_refused(kwargs: dict[str, Any], message: st
 # ---------------------------------------------------------------- event types
 
 TYPE_CASES = [
-    pytest.param("experiment_exposed", "other", Category.OTHER, {"type": 1}, id="unknown"),
+    pytest.param("webhook_delivered", "other", Category.OTHER, {"type": 1}, id="unknown"),
+    pytest.param("experiment_exposed", "experiment_exposed", Category.OTHER, {}, id="known-counted-as-other"),
     pytest.param("Page_View", "other", Category.OTHER, {"type": 1}, id="wrong-case"),
     pytest.param("carl@x.com visited pricing", "other", Category.OTHER, {"type": 1}, id="free-text"),
     pytest.param("other", "other", Category.OTHER, {"type": 1}, id="other-itself"),

@@ -315,6 +315,7 @@ def test_first_evaluation_always_emits_a_contract_record() -> None:
         "sentiment": 0.6,
         "support": 1.0,
         "commercial": 1.0,
+        "time_in_product": 0.0,
     }
     # First time, every contribution moved from nothing: the deltas add up to the score (to their 2-place
     # rounding: 33.33 + 33.33 + 14.72 + 13.33 = 94.71). Sentiment and support have no signal yet (no NPS
@@ -792,6 +793,8 @@ def test_member_update_after_an_event(event: Event, expected: tuple[str | None, 
             team_event=expected[0],
             cause="x",
             seq=sum(user.counts),
+            nps_score=user.nps_score,  # the member's latest NPS answer, for the account's NPS
+            nps_ts=user.nps_ts,
         )
     ]
 

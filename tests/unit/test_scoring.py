@@ -172,8 +172,11 @@ def test_recency_sharpens_towards_exp_minus_late_with_a_long_history() -> None:
 
 
 def test_components_come_in_components_order() -> None:
-    assert COMPONENTS == ("recency", "frequency", "adoption", "sentiment", "support", "commercial")
-    assert components(MODEL, BASE) == pytest.approx((1.0, 0.5, 0.5, 0.6, 0.5, 1.0))
+    assert COMPONENTS == ("recency", "frequency", "adoption", "sentiment", "support", "commercial", "time_in_product")
+    # time_in_product: 0 minutes in 28 days -> 0; 120 (time_half_minutes) -> 1/2; 360 -> 3/4.
+    assert components(MODEL, BASE) == pytest.approx((1.0, 0.5, 0.5, 0.6, 0.5, 1.0, 0.0))
+    assert components(MODEL, _signals(minutes_28=120.0))[-1] == pytest.approx(0.5)
+    assert components(MODEL, _signals(minutes_28=360.0))[-1] == pytest.approx(0.75)
 
 
 # Signals for a user nothing is known of but the (absent) key features they used: never active, no NPS answer,
@@ -234,7 +237,9 @@ PRESENT_CASES = [
         {"has_tickets": False}, ("recency", "frequency", "adoption", "sentiment", "commercial"), id="no-tickets"
     ),
     # a resolved ticket still counts: a ticket was had, even at load 0
-    pytest.param({"support_load": 0.0}, COMPONENTS, id="tickets-all-resolved"),
+    pytest.param({"support_load": 0.0}, COMPONENTS[:-1], id="tickets-all-resolved"),
+    # time in product once a session longer than 0 minutes was had (even with 0 minutes in the window)
+    pytest.param({"has_time": True}, COMPONENTS, id="time-in-product"),
     pytest.param(
         {"has_commercial": False}, ("recency", "frequency", "adoption", "sentiment", "support"), id="no-commercial"
     ),
@@ -258,38 +263,49 @@ def test_present_mask(changes: dict[str, Any], names: tuple[str, ...]) -> None:
 
 
 def test_all_present_is_every_bit() -> None:
-    assert ALL_PRESENT == 0b111111 == _mask(*COMPONENTS)
-    assert BASE.present == ALL_PRESENT
+    assert ALL_PRESENT == 0b1111111 == _mask(*COMPONENTS)
+    assert BASE.present == ALL_PRESENT ^ _mask("time_in_product")
+    assert _signals(has_time=True).present == ALL_PRESENT
 
 
 @pytest.mark.parametrize(
     ("weights", "names", "shares"),
     [
-        pytest.param(None, COMPONENTS, (25.0, 25.0, 15.0, 15.0, 10.0, 10.0), id="all-present-defaults"),
-        pytest.param(None, ("adoption",), (0.0, 0.0, 100.0, 0.0, 0.0, 0.0), id="adoption-alone"),
+        # every weight over their sum, 1.05 (time_in_product's 0.05 added, the others left as they were)
+        pytest.param(
+            None,
+            COMPONENTS,
+            tuple(w / 1.05 for w in (25.0, 25.0, 15.0, 15.0, 10.0, 10.0, 5.0)),
+            id="all-present-defaults",
+        ),
+        # without a session longer than 0 minutes, the six share 100 as before time_in_product existed
+        pytest.param(None, COMPONENTS[:-1], (25.0, 25.0, 15.0, 15.0, 10.0, 10.0, 0.0), id="no-time-signal"),
+        pytest.param(None, ("adoption",), (0.0, 0.0, 100.0, 0.0, 0.0, 0.0, 0.0), id="adoption-alone"),
         # 25/0.65 = 38.4615..., 15/0.65 = 23.0769...
         pytest.param(
             None,
             ("recency", "frequency", "adoption"),
-            (25 / 0.65, 25 / 0.65, 15 / 0.65, 0.0, 0.0, 0.0),
+            (25 / 0.65, 25 / 0.65, 15 / 0.65, 0.0, 0.0, 0.0, 0.0),
             id="not-yet-answered",
         ),
         # 0.15 + 0.15: half each
-        pytest.param(None, ("adoption", "sentiment"), (0.0, 0.0, 50.0, 50.0, 0.0, 0.0), id="never-active-answered"),
+        pytest.param(
+            None, ("adoption", "sentiment"), (0.0, 0.0, 50.0, 50.0, 0.0, 0.0, 0.0), id="never-active-answered"
+        ),
         # 0.25+0.25+0.15+0.10 = 0.75: 33.33, 33.33, 20, 13.33
         pytest.param(
             None,
             ("recency", "frequency", "adoption", "commercial"),
-            (100 / 3, 100 / 3, 20.0, 0.0, 0.0, 40 / 3),
+            (100 / 3, 100 / 3, 20.0, 0.0, 0.0, 40 / 3, 0.0),
             id="paying-no-nps-no-tickets",
         ),
         # only support is weighted but has no signal: the configured weights stand
-        pytest.param({"support": 1.0}, ("adoption",), (0.0, 0.0, 0.0, 0.0, 100.0, 0.0), id="fallback-to-all"),
+        pytest.param({"support": 1.0}, ("adoption",), (0.0, 0.0, 0.0, 0.0, 100.0, 0.0, 0.0), id="fallback-to-all"),
         # support weighted 3, frequency 1, support absent: frequency takes it all
         pytest.param(
             {"support": 3.0, "frequency": 1.0},
             ("recency", "frequency", "adoption"),
-            (0.0, 100.0, 0.0, 0.0, 0.0, 0.0),
+            (0.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0),
             id="present-unweighted-ignored",
         ),
     ],
@@ -302,37 +318,39 @@ def test_shares_are_re_normalised_over_present_components(
     assert model.shares(present) == pytest.approx(shares)
     assert sum(model.shares(present)) == pytest.approx(100.0)
     # An absent component contributes nothing, whatever its value.
-    assert contributions(model, (1.0,) * 6, present) == pytest.approx(shares)
-    assert contributions(model, (0.5,) * 6, present) == pytest.approx(tuple(x / 2 for x in shares))
+    assert contributions(model, (1.0,) * len(COMPONENTS), present) == pytest.approx(shares)
+    assert contributions(model, (0.5,) * len(COMPONENTS), present) == pytest.approx(tuple(x / 2 for x in shares))
 
 
 def test_absent_component_contributes_nothing_whatever_its_value() -> None:
     # Sentiment valued 1.0 but absent: 0 points; the other five share 100 by 25/25/15/10/10 over 0.85.
-    values = (1.0, 0.5, 0.5, 1.0, 0.5, 1.0)
+    values = (1.0, 0.5, 0.5, 1.0, 0.5, 1.0, 0.0)
     present = _mask("recency", "frequency", "adoption", "support", "commercial")
     got = contributions(MODEL, values, present)
     # 25/0.85*1 = 29.41, 25/0.85*0.5 = 14.71, 15/0.85*0.5 = 8.82, 0, 10/0.85*0.5 = 5.88, 10/0.85*1 = 11.76
-    assert got == pytest.approx((25 / 0.85, 12.5 / 0.85, 7.5 / 0.85, 0.0, 5 / 0.85, 10 / 0.85))
+    assert got == pytest.approx((25 / 0.85, 12.5 / 0.85, 7.5 / 0.85, 0.0, 5 / 0.85, 10 / 0.85, 0.0))
     # 100 * (0.25 + 0.125 + 0.075 + 0.05 + 0.1) / 0.85 = 100 * 0.6/0.85 = 70.59
     assert score_of(got) == 70.59
-    # The default mask is every component: sentiment's 1.0 then counts at its configured 15.
-    assert contributions(MODEL, values) == pytest.approx((25.0, 12.5, 7.5, 15.0, 5.0, 10.0))
+    # The default mask is every component: sentiment's 1.0 then counts at its configured 15 (of 105).
+    assert contributions(MODEL, values) == pytest.approx(
+        tuple(x / 1.05 for x in (25.0, 12.5, 7.5, 15.0, 5.0, 10.0, 0.0))
+    )
 
 
 @pytest.mark.parametrize(
     ("weights", "shares"),
     [
-        pytest.param(None, (25.0, 25.0, 15.0, 15.0, 10.0, 10.0), id="defaults"),
-        pytest.param({"recency": 1.0}, (100.0, 0.0, 0.0, 0.0, 0.0, 0.0), id="one"),
-        pytest.param({"support": 3.0, "frequency": 1.0}, (0.0, 25.0, 0.0, 0.0, 75.0, 0.0), id="unnormalised"),
-        pytest.param({"recency": 1.0, "sentiment": 0.0}, (100.0, 0.0, 0.0, 0.0, 0.0, 0.0), id="explicit-zero"),
+        pytest.param(None, tuple(w / 1.05 for w in (25.0, 25.0, 15.0, 15.0, 10.0, 10.0, 5.0)), id="defaults"),
+        pytest.param({"recency": 1.0}, (100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), id="one"),
+        pytest.param({"support": 3.0, "frequency": 1.0}, (0.0, 25.0, 0.0, 0.0, 75.0, 0.0, 0.0), id="unnormalised"),
+        pytest.param({"recency": 1.0, "sentiment": 0.0}, (100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), id="explicit-zero"),
     ],
 )
 def test_shares_sum_to_100(weights: dict[str, float] | None, shares: tuple[float, ...]) -> None:
     model = MODEL if weights is None else ScoreModel(weights=weights)
     assert model.shares() == pytest.approx(shares)
     assert sum(model.shares()) == pytest.approx(100.0)
-    assert contributions(model, (1.0,) * 6) == pytest.approx(shares)
+    assert contributions(model, (1.0,) * len(COMPONENTS)) == pytest.approx(shares)
 
 
 @pytest.mark.parametrize(
@@ -466,7 +484,7 @@ def test_reasons_ties_by_name_not_position() -> None:
 
 
 def test_reasons_default_to_score_components() -> None:
-    got = reasons(None, (0.0, 0.0, 0.0, 0.0, 0.0, 4.0))
+    got = reasons(None, (0.0, 0.0, 0.0, 0.0, 0.0, 4.0, 0.0))
     assert got == [{"component": "commercial", "delta": 4.0, "contribution": 4.0}]
 
 

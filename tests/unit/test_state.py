@@ -40,7 +40,7 @@ ACTIVE_DAY_CASES = [
     pytest.param([(-d, PV) for d in range(40)], 0, (7, 28, 40), id="every-day-for-40-days"),
     pytest.param([(-d, PV) for d in range(0, 40, 2)], 0, (4, 14, 20), id="every-other-day"),
     pytest.param(
-        [(d, t) for d, t in enumerate(sorted(Vocabulary().activity))], 4, (5, 5, 5), id="every-activity-type-counts"
+        [(d, t) for d, t in enumerate(sorted(Vocabulary().activity))], 4, (5, 5, 6), id="every-activity-type-counts"
     ),
     pytest.param(
         [(0, "nps_response"), (-1, "support_ticket_opened"), (-2, "subscribed"), (-3, "seat_added"), (0, "made_up")],
@@ -251,6 +251,12 @@ def test_profile_shape_and_no_property_values() -> None:
         "active_days_total": 1,
         "counts": ZERO | {"activity": 1},
         "features": {"export": 1},
+        # UserState.apply alone keeps no sessions: the shard adds them (tests/unit/test_sessions.py).
+        "sessions_7": 0,
+        "sessions_28": 0,
+        "minutes_7": 0.0,
+        "minutes_28": 0.0,
+        "median_session_minutes": None,
     }
     encoded = dumps(profile)
     assert b"alice" not in encoded

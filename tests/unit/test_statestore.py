@@ -145,6 +145,7 @@ def test_an_erased_user_leaves_the_store_after_compaction(tmp_path: Path) -> Non
     assert any(s.base for s in store.segments())
     resumed = UserLogic(config, header)
     assert isinstance(resumed._state, Shard)
+    assert isinstance(logic._state, Shard)
     assert _state(resumed._state) == _state(logic._state)
 
 
