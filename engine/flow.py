@@ -25,7 +25,7 @@ from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
 from operators.engagement import AccountNotice
 from operators.health import MemberUpdate
-from operators.insights import INSIGHTS_KEY, AlertDraft, InsightsShard, JourneyStep, UserFacts, draft
+from operators.insights import INSIGHTS_KEY, AlertDraft, InsightsShard, JourneyStep, ShardFrontier, UserFacts, draft
 from operators.shard import Counters, Shard, ShardConfig, shard_of
 from operators.watermark import Progress
 from schemas.codec import RawBatch, decode_batch
@@ -287,9 +287,36 @@ class UserLogic(_Logic):
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
         super().__init__(config, resume, Shard)
         self._last_event = config.clock()
+        self._frontier_sent = -1
 
     def _live(self) -> bool:
         return self._config.shard.live_profiles
+
+    def _sends_frontier(self) -> bool:
+        shard = self._state
+        assert isinstance(shard, Shard)
+        return self._live() and self._config.shard.insights and bool(self._label) and shard.inputs.known
+
+    def _with_frontier(self, outputs: list[Any]) -> list[Any]:
+        """Live, with the insights stage: tell it how far this shard's timers have come, when that moved
+        (engine.flow routes ShardFrontier to it; operators.insights releases up to the slowest shard)."""
+        if self._sends_frontier():
+            shard = self._state
+            assert isinstance(shard, Shard)
+            frontier = shard.live_frontier(self._config.shard, int(self._config.clock().timestamp() * 1000))
+            if frontier > self._frontier_sent:
+                self._frontier_sent = frontier
+                outputs.append(ShardFrontier(self._label, frontier))
+        return outputs
+
+    def notify_at(self) -> datetime | None:
+        """...and wake up every `timer_idle` meanwhile, so a shard without timers still moves its frontier
+        with the wall clock when every partition is idle (the insights shard waits for the slowest)."""
+        due = super().notify_at()
+        if not self._sends_frontier():
+            return due
+        tick = self._config.clock() + self._config.timer_idle
+        return tick if due is None else min(due, tick)
 
     def _wall_clock_applies(self, now: datetime) -> bool:
         shard = self._state
@@ -328,7 +355,7 @@ class UserLogic(_Logic):
         if self._live() and shard.inputs.known:
             if self._all_idle(shard, now):
                 shard.follow(self._config.shard, int(now.timestamp() * 1000), outputs)
-            return outputs
+            return self._with_frontier(outputs)
         if not self._wall_clock_applies(now) or now - self._last_event < self._config.timer_idle:
             return []
         shard.advance(int(now.timestamp() * 1000), self._config.shard, outputs)
@@ -368,7 +395,7 @@ class UserLogic(_Logic):
             low = shard.inputs.value
             if low is not None and low > 0:  # -1: a partition registered but not read from yet
                 metrics.LOW_WATERMARK.labels(self._label).set(low / 1000)
-        return outputs
+        return self._with_frontier(outputs)
 
 
 class AccountLogic(_Logic):
@@ -431,7 +458,7 @@ def _router(config: FlowConfig) -> Any:
         for out in outputs:
             if isinstance(out, MemberUpdate):
                 by_account.setdefault(keys[shard_of(out.account_id, config.shards)], []).append(out)
-            elif isinstance(out, JourneyStep | UserFacts | AlertDraft):
+            elif isinstance(out, JourneyStep | UserFacts | AlertDraft | ShardFrontier):
                 by_account.setdefault(INSIGHTS_KEY, []).append(out)
             elif drafts and isinstance(out, Record) and out.kind is OutputKind.ALERTS:
                 by_account.setdefault(INSIGHTS_KEY, []).append(draft(out))

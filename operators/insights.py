@@ -113,6 +113,16 @@ class AlertDraft:
 Item = JourneyStep | UserFacts | AlertDraft
 
 
+@dataclass(frozen=True, slots=True)
+class ShardFrontier:
+    """Live: the event time up to which a user shard has fired its timers (its inputs' low watermark minus
+    the lateness). What the user shards send later is at or after it (bar late events), so the insights
+    shard releases its held items up to the slowest user shard's frontier: the order a replay applies."""
+
+    shard: str
+    ts: int
+
+
 def nps_segment(score: int) -> str:
     if score < 0:
         return ""
@@ -449,6 +459,11 @@ class InsightsShard:
     changed: set[str] = field(default_factory=set)
     # (counter, stage) -> increments not yet added to the Prometheus counters (engine.flow takes them).
     moved: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Live: each user shard's frontier (ShardFrontier): items are released up to the slowest one (and held
+    # until the first arrives), never by the newest item, which a fast partition pushes far ahead.
+    frontiers: dict[str, int] = field(default_factory=dict)
+    # Live: users with an alert held, so a later alert of theirs waits behind it.
+    held_alerts: Counter[str] = field(default_factory=Counter)
 
     def header(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in _NOT_IN_HEADER}
@@ -485,19 +500,42 @@ class InsightsShard:
         moved, self.moved = self.moved, Counter()
         return moved
 
-    def process(self, items: Iterable[Item], config: ShardConfig) -> list[Any]:
+    def process(self, items: Iterable[Item | ShardFrontier], config: ShardConfig) -> list[Any]:
         outputs: list[Any] = []
         reorder = config.account_reorder_ms
         for item in items:
+            if isinstance(item, ShardFrontier):
+                if item.ts > self.frontiers.get(item.shard, -1):
+                    self.frontiers[item.shard] = item.ts
+                    self._release(min(self.frontiers.values()), config, outputs)
+                continue
             if item.ts > self.newest:
                 self.newest = item.ts
-            if reorder <= 0 or item.ts <= self.released:
+            if config.live_profiles and config.insights:
+                self._hold_live(item, config, outputs)
+            elif reorder <= 0 or item.ts <= self.released:
                 self._apply(item, config, outputs)
             else:
-                self.arrivals += 1
-                heapq.heappush(self.pending, (*_order(item), self.arrivals, item))
+                self._hold(item)
                 self._release(self.newest - reorder, config, outputs)
         return outputs
+
+    def _hold(self, item: Item) -> None:
+        self.arrivals += 1
+        heapq.heappush(self.pending, (*_order(item), self.arrivals, item))
+        if isinstance(item, AlertDraft):
+            self.held_alerts[item.user_id] += 1
+
+    def _hold_live(self, item: Item, config: ShardConfig, outputs: list[Any]) -> None:
+        """Held until every user shard has passed it. An alert ahead of the frontier (a resolution caused by
+        an event) goes out at once unless an earlier alert of the same user is held: nothing waits the
+        lateness for it, and the order of a user's alerts is kept."""
+        if isinstance(item, AlertDraft) and item.used is None and not self.held_alerts[item.user_id]:
+            outputs.append(self._alert(item, config))  # out of order: it must not cut the day's report
+        elif item.ts <= self.released:
+            self._apply(item, config, outputs)
+        else:
+            self._hold(item)
 
     def drain(self, config: ShardConfig) -> list[Any]:
         outputs: list[Any] = []
@@ -507,7 +545,12 @@ class InsightsShard:
     def _release(self, frontier: int, config: ShardConfig, outputs: list[Any]) -> None:
         pending = self.pending
         while pending and pending[0][0] <= frontier:
-            self._apply(heapq.heappop(pending)[6], config, outputs)
+            item = heapq.heappop(pending)[6]
+            if isinstance(item, AlertDraft):
+                self.held_alerts[item.user_id] -= 1
+                if not self.held_alerts[item.user_id]:
+                    del self.held_alerts[item.user_id]
+            self._apply(item, config, outputs)
         if frontier > self.released:
             self.released = frontier
 

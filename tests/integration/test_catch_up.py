@@ -95,6 +95,10 @@ def assert_equals_replay(
     return live
 
 
+def live_values(kafka: str, topic: str) -> list[bytes]:
+    return [v for v in (m.value() for m in read_topic(kafka, topic)) if v]
+
+
 def final_funnel(values: list[bytes]) -> dict[str, Any]:
     """cohort day -> (stages, variants) of its latest funnel record (records of a day are in order)."""
     latest: dict[str, Any] = {}
@@ -105,6 +109,17 @@ def final_funnel(values: list[bytes]) -> dict[str, Any]:
     return latest
 
 
+def assert_funnel_equals_replay(kafka: str, topic: str, out: Path) -> None:
+    """The journey funnel: each cohort day's latest figures on the topic are the replay's."""
+    replayed_funnel = final_funnel((out / "funnel.jsonl").read_bytes().splitlines())
+    assert replayed_funnel, "the demo stream enters journey stages"
+    wait_for(
+        lambda: final_funnel([m.value() or b"" for m in read_topic(kafka, topic)]) == replayed_funnel,
+        60,
+        "the live funnel figures to equal the replay's",
+    )
+
+
 def replayed(lines: list[bytes], tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], int]:
     (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     replay(tmp_path / "in.jsonl", tmp_path / "out", load_settings(None, env={}))
@@ -113,6 +128,34 @@ def replayed(lines: list[bytes], tmp_path: Path) -> tuple[list[dict[str, Any]], 
     profiles = {p["user_id"]: p for p in map(loads, (out / "profiles.jsonl").read_bytes().splitlines())}
     last = max(parse_ts(p["last_seen"]) for p in profiles.values())
     return alerts, profiles, last
+
+
+def assert_drivers_equal_replay(kafka: str, names: Names, out: Path, expected: Any) -> None:
+    """The daily drivers reports and the next_step they put in alerts, for the days settled before the end
+    of the backlog (live, the insights step waits for the slowest user shard's frontier)."""
+    settled = expected[2] - 2 * DAY_MS
+    reports = {d["report_day"]: d for d in map(loads, (out / "insights.jsonl").read_bytes().splitlines())}
+    reports = {day: d for day, d in reports.items() if parse_ts(f"{day}T00:00:00Z") < settled}
+    assert any(d["features"] for d in reports.values()), "the backlog is long enough for a drivers report"
+
+    def live_reports() -> dict[str, Any]:
+        found = {d["report_day"]: d for d in map(loads, live_values(kafka, names.topic("insights")))}
+        return {day: found.get(day) for day in reports}
+
+    deadline = time.monotonic() + 60
+    while (live := live_reports()) != reports and time.monotonic() < deadline:
+        time.sleep(0.5)  # polling the topic until the deadline, then the failure says what differs
+    if live != reports:
+        differ = sorted(day for day in reports if live[day] != reports[day])
+        missing = [day for day in differ if live[day] is None]
+        pytest.fail(
+            f"drivers reports differ on {len(differ)} of {len(reports)} days; missing live: {missing[:5]}; "
+            f"first differing: {differ[:1]} live {live[differ[0]]} replay {reports[differ[0]]}"
+        )
+    steps = {(a["alert_id"], a["status"]): a.get("next_step") for a in expected[0] if parse_ts(a["ts"]) < settled}
+    alerts = map(loads, live_values(kafka, names.topic("alerts")))
+    live_steps = {(a["alert_id"], a["status"]): a.get("next_step") for a in alerts}
+    assert {key: live_steps.get(key) for key in steps} == steps
 
 
 def test_catch_up_on_a_backlog_equals_the_replay(
@@ -129,14 +172,8 @@ def test_catch_up_on_a_backlog_equals_the_replay(
     service = pulse_run({**names.env, **LIVE_ENV, "PULSE_ENGINE_REORDER_LIVE": "true"})
     wait_for(lambda: service.metrics().get("pulse_events_in_total") == len(lines), 120, "the backlog read")
     assert_equals_replay(redis_client, kafka, names.run, names.topic("alerts"), [service], expected)
-    # The journey funnel: each cohort day's latest figures on the topic are the replay's.
-    replayed_funnel = final_funnel((tmp_path / "out" / "funnel.jsonl").read_bytes().splitlines())
-    assert replayed_funnel, "the demo stream enters journey stages"
-    wait_for(
-        lambda: final_funnel([m.value() or b"" for m in read_topic(kafka, names.topic("funnel"))]) == replayed_funnel,
-        60,
-        "the live funnel figures to equal the replay's",
-    )
+    assert_funnel_equals_replay(kafka, names.topic("funnel"), tmp_path / "out")
+    assert_drivers_equal_replay(kafka, names, tmp_path / "out", expected)
 
 
 def test_two_processes_give_what_one_gives(
@@ -178,11 +215,4 @@ def test_unkeyed_backlog_with_reorder_live_equals_the_replay(
     service = pulse_run({**names.env, **LIVE_ENV, "PULSE_ENGINE_REORDER_LIVE": "true"})
     wait_for(lambda: service.metrics().get("pulse_events_in_total") == len(lines), 120, "the backlog read")
     assert_equals_replay(redis_client, kafka, names.run, names.topic("alerts"), [service], expected)
-    # The journey funnel: each cohort day's latest figures on the topic are the replay's.
-    replayed_funnel = final_funnel((tmp_path / "out" / "funnel.jsonl").read_bytes().splitlines())
-    assert replayed_funnel, "the demo stream enters journey stages"
-    wait_for(
-        lambda: final_funnel([m.value() or b"" for m in read_topic(kafka, names.topic("funnel"))]) == replayed_funnel,
-        60,
-        "the live funnel figures to equal the replay's",
-    )
+    assert_funnel_equals_replay(kafka, names.topic("funnel"), tmp_path / "out")

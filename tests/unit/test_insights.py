@@ -373,3 +373,24 @@ def test_the_insights_stage_snapshots_incrementally_and_resumes_exactly(tmp_path
     assert isinstance(again._state, InsightsShard)
     assert "u0000" not in again._state.facts
     assert set(again._state.facts) == {"u0001", "u0002", "u1000", "u1001"}
+
+
+def test_live_items_wait_for_the_slowest_user_shard_and_resolutions_pass_at_once() -> None:
+    from operators.insights import ShardFrontier
+
+    live = ShardConfig(live_profiles=True, insights=True)
+    shard = InsightsShard()
+    day1, day5 = DAY0 + DAY_MS, DAY0 + 5 * DAY_MS
+    early, late = _step("u1", "signup", day1), _step("u2", "signup", day5)  # from a slow and a fast partition
+    lapse = draft(_alert("u3", day5 + HOUR_MS, used=("reports",)))
+    resolved = Record(
+        OutputKind.ALERTS, "u4", dumps({"alert_id": "r", "kind": "lapse", "status": "resolved"}), day5 + 2 * HOUR_MS
+    )
+    assert shard.process([late, lapse, early, draft(resolved)], live) == [resolved]  # nothing waits for it
+    assert (len(shard.pending), shard.day) == (3, -1)  # held, and the resolution did not move the day
+    assert shard.process([ShardFrontier("s001", day1 - HOUR_MS)], live) == []  # before every held item
+    shard.process([ShardFrontier("s000", day5 + DAY_MS), ShardFrontier("s001", day1 + HOUR_MS)], live)
+    assert (len(shard.pending), shard.day) == (2, day1 // DAY_MS)  # only what the slowest shard passed
+    out = shard.process([ShardFrontier("s001", day5 + DAY_MS)], live)
+    assert shard.pending == []
+    assert [r.kind for r in out] == [OutputKind.INSIGHTS, OutputKind.ALERTS]  # day 5's report, then the alert
