@@ -214,6 +214,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             self._next_offset = self._resolve(resume_offset)
         self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
         self._label = str(partition)
+        self._assigned = TopicPartition(topic, partition)  # for the per-batch lag lookup
         self._commit = settings.commit_offsets
         metrics.PARTITIONS.inc()
 
@@ -279,7 +280,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
 
     def _report_lag(self) -> None:
         """Consumer lag from the high watermark librdkafka caches from its fetch responses (no request)."""
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        low, high = self._consumer.get_watermark_offsets(self._assigned, cached=True)
         if high < 0:
             return  # no fetch response yet
         position = self._next_offset

@@ -124,6 +124,7 @@ class ShardFrontier:
 
 
 def nps_segment(score: int) -> str:
+    """promoter 9-10, passive 7-8, detractor 0-6; "" without an answer (-1)."""
     if score < 0:
         return ""
     return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"

@@ -12,6 +12,7 @@ from typing import Any
 
 from operators.alerts import stage_changed
 from operators.insights import JourneyStep
+from operators.insights import nps_segment as segment_of
 from operators.state import DAY_MS, UserState
 from schemas.codec import format_ts
 from schemas.events import EXPERIMENT_EXPOSED, NAME_PATTERN, OTHER, Category, Event
@@ -30,7 +31,6 @@ DEFAULT_EVENTS: dict[str, str] = {
 }
 # Account NPS counts the members' latest answers given at most this long before the account's clock.
 NPS_WINDOW_DAYS = 180
-PROMOTER, PASSIVE, DETRACTOR = "promoter", "passive", "detractor"
 _STAGE_NAME = re.compile(NAME_PATTERN)
 
 
@@ -107,10 +107,8 @@ DEFAULT_JOURNEY = Journey()
 
 
 def nps_segment(score: int) -> str | None:
-    """promoter 9-10, passive 7-8, detractor 0-6; None without an answer (-1)."""
-    if score < 0:
-        return None
-    return PROMOTER if score >= 9 else PASSIVE if score >= 7 else DETRACTOR
+    """promoter 9-10, passive 7-8, detractor 0-6 (operators.insights); None without an answer (-1)."""
+    return segment_of(score) or None
 
 
 def record_exposure(user: UserState, event: Event) -> None:

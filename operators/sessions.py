@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import insort
+from statistics import median
 from typing import Any, TypeAlias
 
 DAY_MS = 86_400_000
@@ -144,7 +145,18 @@ def lengths(log: Log | None, as_of_ms: int, days: int) -> list[int]:
 
 
 def minutes(log: Log | None, as_of_ms: int, days: int) -> float:
-    return round(sum(lengths(log, as_of_ms, days)) / MINUTE_MS, 2)
+    """Session minutes in the `days` UTC days ending with the day of `as_of_ms` (read on every score: no
+    list, one comparison of each session's first event against the window's bounds in ms)."""
+    if log is None:
+        return 0.0
+    today = as_of_ms // DAY_MS
+    low, high = (today - days + 1) * DAY_MS, (today + 1) * DAY_MS
+    total = 0
+    for at in range(1, len(log), _STRIDE):
+        first = log[at]
+        if low <= first < high:
+            total += log[at + 1] - first
+    return round(total / MINUTE_MS, 2)
 
 
 def had_time_before(log: Log | None, as_of_ms: int) -> bool:
@@ -165,20 +177,8 @@ def complete_day_minutes(log: Log | None, as_of_ms: int, days: int) -> float:
     return minutes(log, as_of_ms - DAY_MS, days)
 
 
-def has_time(log: Log | None) -> bool:
-    """Whether the user has had a session longer than 0 min: time in product has a signal."""
-    if log is None:
-        return False
-    return bool(log[0] & _POSITIVE_DROPPED) or any(log[at + 1] > log[at] for at in range(1, len(log), _STRIDE))
-
-
 def median_minutes(values: list[int]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    ms = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    return round(ms / MINUTE_MS, 2)
+    return round(median(values) / MINUTE_MS, 2) if values else None
 
 
 def profile_fields(log: Log | None, as_of_ms: int) -> dict[str, Any]:

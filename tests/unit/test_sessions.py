@@ -11,7 +11,7 @@ from operators.sessions import (
     MAX_SESSIONS,
     Log,
     add_event,
-    has_time,
+    had_time_before,
     median_minutes,
     profile_fields,
     sessions,
@@ -149,13 +149,15 @@ def test_state_is_bounded() -> None:
 
 
 def test_time_signal_needs_a_session_longer_than_0_min_and_survives_pruning() -> None:
-    assert not has_time(None)
-    assert not has_time(_log([(0, A), (40, A)]))
+    later = T0 + 365 * DAY_MS
+    assert not had_time_before(None, later)
+    assert not had_time_before(_log([(0, A), (40, A)]), later)
     log = _log([(0, A), (10, A)])
-    assert has_time(log)
+    assert had_time_before(log, later)
+    assert not had_time_before(log, T0)  # today's session counts from tomorrow
     log = add_event(log, T0 + 60 * DAY_MS, A, GAP)  # the old session leaves the window
     assert sessions(log) == [(T0 + 60 * DAY_MS, T0 + 60 * DAY_MS)]
-    assert has_time(log)
+    assert had_time_before(log, later)
 
 
 def test_time_in_product_component() -> None:
