@@ -84,7 +84,9 @@ Item = tuple[str, list[Any]]
 
 
 def bench_settings(bootstrap: str, topic: str) -> Settings:
-    """Defaults plus the bench topic; the process environment is ignored so runs are comparable."""
+    """Defaults plus the bench topic; the process environment is ignored so runs are comparable, except
+    PULSE_REDIS_INDEXES (`false` measures the live sink without the serving indexes)."""
+    indexes = os.environ.get("PULSE_REDIS_INDEXES")
     return load_settings(
         None,
         env={
@@ -92,6 +94,7 @@ def bench_settings(bootstrap: str, topic: str) -> Settings:
             "PULSE_KAFKA_INPUT_TOPIC": topic,
             "PULSE_KAFKA_START_FROM": "earliest",
             "PULSE_METRICS_ENABLED": "false",
+            **({"PULSE_REDIS_INDEXES": indexes} if indexes is not None else {}),
         },
     )
 

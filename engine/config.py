@@ -170,6 +170,10 @@ class RedisSettings:
     pipeline_size: int = 1000
     # A write that fails (Redis down) is retried with backoff for this long; 0 = forever (backpressure).
     retry_deadline_seconds: float = 0.0
+    # The serving indexes beside the profiles (engine.serving): band sets, members, histories, open alerts.
+    indexes: bool = True
+    # Score changes kept per user and per account in their history.
+    history_size: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +447,8 @@ def _validate(name: str, section: Any) -> None:
             raise ConfigError(f"[{name}] {f.name} must not be negative, got {value}")
     if isinstance(section, RedisSettings) and section.pipeline_size < 1:
         raise ConfigError("[redis] pipeline_size must be at least 1")
+    if isinstance(section, RedisSettings) and section.history_size < 1:
+        raise ConfigError("[redis] history_size must be at least 1")
     if isinstance(section, EngineSettings) and (section.shards < 1 or section.workers < 1):
         raise ConfigError("[engine] shards and workers must be at least 1")
     if isinstance(section, VocabularySettings):

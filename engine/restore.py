@@ -18,7 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from engine import logs, metrics
 from engine.config import Settings
-from engine.sinks import RDKAFKA_LOG, ProfileOp, ProfileStore, redis_fields, redis_key
+from engine.serving import Writer
+from engine.sinks import RDKAFKA_LOG, ProfileStore, WriteUnit, redis_fields, serving_writer
 from engine.sources import Progress, consumer_error, kafka_admin, watermark_offsets
 from schemas.codec import loads
 from schemas.outputs import Entity
@@ -131,10 +132,20 @@ def read_table(
         consumer.close()
 
 
-def _ops(settings: Settings, entity: Entity, table: dict[bytes, Any]) -> Iterator[ProfileOp]:
-    for key, value in table.items():
+def _units(
+    writer: Writer, entity: Entity, table: dict[bytes, Any], members: dict[str, list[str]]
+) -> Iterator[tuple[WriteUnit, bool]]:
+    """(the write, whether it is a tombstone) per profile. The user table is read first: `members` collects
+    each account's members from the users' `account_id`, for the members sets written with the accounts."""
+    for raw_key, value in table.items():
+        key = raw_key.decode()
         # Exactly what LiveSink writes: the table holds dumps(fields), Redis holds redis_fields(fields).
-        yield redis_key(settings.redis, entity, key.decode()), None if value is None else redis_fields(loads(value))
+        profile = None if value is None else loads(value)
+        if entity is Entity.USER and profile is not None and isinstance(profile.get("account_id"), str):
+            members.setdefault(profile["account_id"], []).append(key)
+        account_members = tuple(sorted(members.get(key, ()))) if entity is Entity.ACCOUNT else None
+        fields = None if profile is None else redis_fields(profile)
+        yield writer.profile(entity, key, fields, account_members), profile is None
 
 
 def restore_profiles(settings: Settings, store: ProfileStore, progress_every: float = 5.0) -> RestoreResult:
@@ -147,23 +158,27 @@ def restore_profiles(settings: Settings, store: ProfileStore, progress_every: fl
     records = 0
     written = 0
     size = store.settings.pipeline_size
+    writer = serving_writer(store.settings)
+    members: dict[str, list[str]] = {}
     for entity in (Entity.USER, Entity.ACCOUNT):
         table, read = read_table(settings, settings.topics.for_profiles(entity), progress, records)
         records += read
-        chunk: list[ProfileOp] = []
-        for op in _ops(settings, entity, table):
-            chunk.append(op)
-            if op[1] is None:
+        chunk: list[WriteUnit] = []
+        for unit, tombstone in _units(writer, entity, table, members):
+            chunk.append(unit)
+            if tombstone:
                 tombstones += 1
             else:
                 counts[entity] += 1
             if len(chunk) >= size:
                 store.write(chunk)
+                metrics.PROFILE_WRITES.inc(len(chunk))
                 written += len(chunk)
                 chunk = []
                 progress.update(written, "hashes written")
         if chunk:
             store.write(chunk)
+            metrics.PROFILE_WRITES.inc(len(chunk))
             written += len(chunk)
         del table
     return RestoreResult(counts[Entity.USER], counts[Entity.ACCOUNT], tombstones, records, time.monotonic() - started)

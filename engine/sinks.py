@@ -23,14 +23,16 @@ from engine import metrics
 from engine.config import RedisSettings, Settings, TopicSettings
 from engine.crypto import Keyring, dlq_envelope, dlq_keyring
 from engine.latency import ingest_of
+from engine.serving import Command, Writer
 from schemas.codec import DUMPS_OPTIONS, dumps
 from schemas.events import Rejection
 from schemas.outputs import Entity, OutputKind, ProfileWrite, Record
 
 # What flows into the sink: each item is (shard key, list of outputs) from one batch of one step.
 Item = tuple[str, list[Any]]
-# One absolute profile write: the Redis key and the whole hash, or None to delete it (an erasure).
-ProfileOp = tuple[str, dict[str, str] | None]
+# The Redis commands of one profile write (the hash and its index entries) or of one record's index entries
+# (engine.serving): the unit ProfileStore chunks into transactions.
+WriteUnit = Sequence[Command]
 T = TypeVar("T")
 
 log = logging.getLogger("pulse.sink")
@@ -171,6 +173,10 @@ def redis_key(settings: RedisSettings, entity: Entity, key: str) -> str:
     return f"{settings.key_prefix}:{entity.value}:{key}"
 
 
+def serving_writer(settings: RedisSettings) -> Writer:
+    return Writer(settings.key_prefix, settings.indexes, settings.history_size)
+
+
 def connect_redis(settings: RedisSettings) -> redis.Redis:
     """A client that notices a dead server: 5 s connect and read timeouts, TCP keepalive, and a PING before
     reusing a connection idle for 10 s. Options in the URL's query string take precedence. A rediss:// URL
@@ -238,10 +244,11 @@ def redis_access_refused(exc: BaseException) -> bool:
 
 
 class ProfileStore:
-    """Profile hashes in Redis: absolute writes (DEL + HSET) in MULTI/EXEC pipelines of at most
-    `pipeline_size` hashes, each retried through outages with capped exponential backoff (0.1 s doubling
-    to 5 s) forever or up to `retry_deadline_seconds`. A pipeline is idempotent, so a retry after an
-    unknown outcome is safe; the caller waits meanwhile, which is the backpressure."""
+    """Profile hashes and serving indexes in Redis: absolute writes (DEL + HSET, ZREM + ZADD, ...) in
+    MULTI/EXEC pipelines of at most `pipeline_size` write units (engine.serving), each retried through
+    outages with capped exponential backoff (0.1 s doubling to 5 s) forever or up to
+    `retry_deadline_seconds`. A pipeline is idempotent, so a retry after an unknown outcome is safe; the
+    caller waits meanwhile, which is the backpressure."""
 
     FIRST_DELAY = 0.1
     MAX_DELAY = 5.0
@@ -266,25 +273,20 @@ class ProfileStore:
         kwargs = self.client.connection_pool.connection_kwargs
         return f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
 
-    def write(self, ops: Sequence[ProfileOp]) -> None:
+    def write(self, units: Sequence[WriteUnit]) -> None:
         size = self.settings.pipeline_size
-        for start in range(0, len(ops), size):
-            chunk = ops[start : start + size]
+        for start in range(0, len(units), size):
+            chunk = units[start : start + size]
             started = time.perf_counter()
             self.call(partial(self._execute, chunk))
             metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - started)
-            metrics.PROFILE_WRITES.inc(len(chunk))
 
-    def _execute(self, chunk: Sequence[ProfileOp]) -> None:
+    def _execute(self, chunk: Sequence[WriteUnit]) -> None:
         """One MULTI/EXEC, packed by hiredis in C and sent in one write. redis-py's pipeline object spends
         more per command than Redis does (profiled: 16% of `pulse run`), so this is the hot path's own."""
         pack = _pack
         commands = [_MULTI]
-        for key, fields in chunk:
-            # Absolute writes: replace the whole hash so removed fields do not linger.
-            commands.append(pack(("DEL", key)))
-            if fields is not None:
-                commands.append(pack(("HSET", key, *chain.from_iterable(fields.items()))))
+        commands.extend(pack(command) for command in chain.from_iterable(chunk))
         commands.append(_EXEC)
         payload = b"".join(commands)
         pool = self.client.connection_pool
@@ -354,20 +356,28 @@ class _LivePartition(StatelessSinkPartition[Item]):
     def __init__(self, settings: Settings, dlq_keys: Keyring | None) -> None:
         self._topics: TopicSettings = settings.topics
         self._dlq_keys = dlq_keys
-        self._redis_settings = settings.redis
+        self._writer = serving_writer(settings.redis)
         self._producer = CheckedProducer(settings.kafka.producer_config(), output_kinds(settings.topics))
         self._store = ProfileStore(settings.redis)
 
     def write_batch(self, items: list[Item]) -> None:
         started = time.perf_counter()
         produce = self._producer.produce
-        profiles: list[ProfileOp] = []
+        writer = self._writer
+        units: list[WriteUnit] = []
+        profiles = 0
         for _, outputs in items:
             for out in outputs:
                 if isinstance(out, Record):
-                    produce(self._topics.for_kind(out.kind), out.key.encode(), out.value)
-                    if out.kind is OutputKind.ALERTS:
+                    kind = out.kind
+                    produce(self._topics.for_kind(kind), out.key.encode(), out.value)
+                    if kind is OutputKind.SCORES:
+                        units.append(writer.history(Entity.USER, out.key, out.ts, out.value))
+                    elif kind is OutputKind.ACCOUNTS:
+                        units.append(writer.history(Entity.ACCOUNT, out.key, out.ts, out.value))
+                    elif kind is OutputKind.ALERTS:
                         count_alert(out.value)
+                        units.append(writer.alert(out.value))
                 elif isinstance(out, Rejection):
                     raw = out.raw
                     if self._dlq_keys is None:
@@ -378,14 +388,16 @@ class _LivePartition(StatelessSinkPartition[Item]):
                         envelope = dumps(dlq_envelope(self._dlq_keys, raw.value))
                         produce(self._topics.dlq, None, envelope, dlq_headers(out))
                 elif isinstance(out, ProfileWrite):
-                    key = redis_key(self._redis_settings, out.entity, out.key)
-                    profiles.append((key, None if out.fields is None else redis_fields(out.fields)))
+                    fields = None if out.fields is None else redis_fields(out.fields)
+                    units.append(writer.profile(out.entity, out.key, fields, out.members))
+                    profiles += 1
                     # The same profile on the compacted table topic; None is a tombstone (erasure).
                     table = self._topics.for_profiles(out.entity)
                     value = None if out.fields is None else dumps(out.fields)
                     produce(table, out.key.encode(), value)
-        if profiles:
-            self._store.write(profiles)
+        if profiles or any(units):
+            self._store.write(units)
+            metrics.PROFILE_WRITES.inc(profiles)
         # Outputs are counted as Kafka acknowledges them (the delivery reports served here).
         self._producer.flush()
         metrics.KAFKA_WRITE_SECONDS.observe(time.perf_counter() - started)

@@ -92,8 +92,14 @@ class AccountShard:
     def flush_profiles(self, config: ShardConfig) -> list[Output]:
         if not self.dirty:
             return []
+        accounts = self.accounts
         writes: list[Output] = [
-            ProfileWrite(Entity.ACCOUNT, key, render_account(key, self.accounts[key], config.model))
+            ProfileWrite(
+                Entity.ACCOUNT,
+                key,
+                render_account(key, accounts[key], config.model),
+                tuple(sorted(accounts[key].members)),
+            )
             for key in sorted(self.dirty)
         ]
         self.dirty = set()

@@ -49,8 +49,10 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class ProfileWrite:
-    """The whole current profile of one user or account; `fields` None means erase it."""
+    """The whole current profile of one user or account; `fields` None means erase it. `members` (accounts):
+    the account's member ids, for the members set beside the profile (engine.serving); not a profile field."""
 
     entity: Entity
     key: str
     fields: dict[str, Any] | None
+    members: tuple[str, ...] | None = None

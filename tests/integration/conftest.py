@@ -62,6 +62,21 @@ def redis_client() -> Iterator[redis.Redis]:
     client.close()
 
 
+def redis_blob(client: redis.Redis, key: bytes) -> bytes:
+    """Everything one key holds, whatever its type (profile hashes and the serving indexes), as bytes."""
+    any_client: Any = client
+    kind = any_client.type(key)
+    if kind == b"hash":
+        return b"".join(k + v for k, v in any_client.hgetall(key).items())
+    if kind == b"zset":
+        return b"".join(any_client.zrange(key, 0, -1))
+    if kind == b"set":
+        return b"".join(sorted(any_client.smembers(key)))
+    if kind == b"none":
+        return b""
+    raise AssertionError(f"unexpected Redis type {kind!r} at {key!r}")
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> int:
     """SIGTERM a process we started (by its pid), SIGKILL it if it does not end within 30 s."""
     if proc.poll() is None:

@@ -13,7 +13,7 @@ import redis
 
 from engine.config import load_settings
 from engine.replay import replay
-from tests.integration.conftest import Names, PulseProcess, produce, read_topic, wait_for
+from tests.integration.conftest import Names, PulseProcess, produce, read_topic, redis_blob, wait_for
 from tests.integration.test_health_service import committed_input_offsets
 
 pytestmark = pytest.mark.integration
@@ -83,8 +83,7 @@ def test_no_free_text_reaches_any_output(
                 found[f"topic {topic}"] = leaks
     assert read_topic(kafka, names.topic("lifecycle")), "the stream produced lifecycle records to check"
     for key in redis_client.scan_iter(f"{names.run}:*"):
-        stored: dict[bytes, bytes] = redis_client.hgetall(key)  # type: ignore[assignment]
-        blob = key + b"".join(k + v for k, v in stored.items())
+        blob = key + redis_blob(redis_client, key)
         if _leaks(blob):
             found[f"redis {key!r}"] = _leaks(blob)
     snapshots = list(recovery.glob("part-*.sqlite3"))

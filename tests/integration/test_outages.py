@@ -105,7 +105,9 @@ def _straight_run(pulse_run: Callable[..., PulseProcess], env: dict[str, str], n
 
 
 def _profiles(client: Any, prefix: str) -> dict[bytes, dict[bytes, bytes]]:
-    return {key: client.hgetall(key) for key in client.scan_iter(f"{prefix}:*", count=1000)}
+    """The profile hashes (the serving indexes beside them are engine.serving's, tested in test_serving)."""
+    keys = [*client.scan_iter(f"{prefix}:user:*", count=1000), *client.scan_iter(f"{prefix}:account:*", count=1000)]
+    return {key: client.hgetall(key) for key in keys}
 
 
 def _has_every_profile(client: Any, prefix: str, expected: Expected) -> Callable[[], bool]:
