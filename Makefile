@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 	&& { command -v $$p; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test testdata promtool test-unit check lint lint-docker lint-kube lint-compose typecheck format bench bench-quick bench-quix-env lock services services-stop clean
+.PHONY: help install demo test testdata promtool browser test-unit check lint lint-docker lint-kube lint-compose typecheck format bench bench-quick bench-console bench-quix-env lock services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,7 +44,10 @@ testdata: install $(TESTDATA) ## fetch the CDNOW sample (inside the lifetimes wh
 promtool: ## install prometheus + promtool (Debian package; its service is never started) for the alert-rule tests
 	scripts/prometheus-local install
 
-test: install services testdata promtool ## run the whole suite against the real broker and Redis
+browser: ## install Chromium (Debian package) for the console's browser tests (Playwright drives it)
+	scripts/browser-local install >/dev/null
+
+test: install services testdata promtool browser ## run the whole suite against the real broker and Redis
 	$(BIN)/pytest -q
 
 test-unit: install testdata promtool ## unit, property and flow tests only (no services)
@@ -79,6 +82,9 @@ bench: install services $(QUIX_STAMP) ## every bench phase, both workloads, 1M e
 
 bench-quick: install services $(QUIX_STAMP) ## the same at 100k events, 10k users, 1 run each: a smoke test of `make bench`
 	$(BIN)/python -m bench.throughput --all --events 100000 --users 10000 --repeat 1 --latency-seconds 10 --state-users 100000
+
+bench-console: install services ## the CS console under load: 100k users in Redis, p50/p99 per page -> bench/results/console.json
+	$(BIN)/python -m bench.console --users 100000 --out bench/results/console.json
 
 QUIX_STAMP := .venv-quix/.installed
 $(QUIX_STAMP):

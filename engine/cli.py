@@ -1,5 +1,5 @@
 """The `pulse` command line: replay, run, restore-profiles, dlq decrypt, export, erase, fit, evaluate, fit-score,
-demo; fatal problems exit non-zero with a one-line reason."""
+demo, console; fatal problems exit non-zero with a one-line reason."""
 
 from __future__ import annotations
 
@@ -130,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=300)
     demo.add_argument("--days", type=int, default=60)
     demo.add_argument("--seed", type=int, default=7)
+
+    console = sub.add_parser("console", help="serve the read-only CS web console over the Redis profiles")
+    console.add_argument("--config", type=Path)
+    console.add_argument("--host", help="address to bind (default console.host, 127.0.0.1)")
+    console.add_argument("--port", type=int, help="port to bind (default console.port, 8080; 0 = any free port)")
     for command in [*sub.choices.values(), *dlq_sub.choices.values()]:
         _log_options(command, argparse.SUPPRESS)  # given after the command, it overrides
     return parser
@@ -269,6 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 2
             run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed)
+        elif args.command == "console":
+            from engine.console.server import run_console
+
+            try:
+                return run_console(settings, args.host, args.port)
+            except OSError as exc:  # the address is in use or cannot be bound
+                host = args.host or settings.console.host
+                port = settings.console.port if args.port is None else args.port
+                logs.error(log, f"console: cannot listen on {host}:{port}: {exc}")
+                return 1
     except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as exc:
         logs.error(log, str(exc))
         return 2

@@ -241,6 +241,23 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    # `pulse console`, the read-only CS web console (engine.console). Loopback by default: no login needed.
+    # Bound elsewhere it refuses to start unless a password (basic auth) or a bearer token is configured.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Basic auth: a username here, its password from PULSE_CONSOLE_PASSWORD or password_file.
+    username: str = ""
+    password_file: str = ""
+    password: str = field(default="", repr=False)
+    # A bearer token (`Authorization: Bearer ...`) from PULSE_CONSOLE_TOKEN or token_file, for scripts.
+    token_file: str = ""
+    token: str = field(default="", repr=False)
+    # Rows per table on the "At risk now" page (and /api/at-risk) unless ?limit= asks for fewer.
+    page_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class DlqSettings:
     # Dead letters hold the raw input (personal data): when true their values are AES-GCM envelopes, keyed
     # by PULSE_DLQ_KEY (+ PULSE_DLQ_KEY_ID) or key_file (`key_id:base64key` lines, the first writes).
@@ -274,6 +291,7 @@ class Settings:
     redis: RedisSettings = RedisSettings()
     engine: EngineSettings = EngineSettings()
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     dlq: DlqSettings = DlqSettings()
     vocabulary: VocabularySettings = VocabularySettings()
     sessions: SessionSettings = SessionSettings()
@@ -323,6 +341,8 @@ _SECRETS = {
     ("kafka", "ssl_key_password"),
     ("redis", "password"),
     ("metrics", "password"),
+    ("console", "password"),
+    ("console", "token"),
 }
 
 
@@ -466,6 +486,8 @@ def _validate(name: str, section: Any) -> None:
         _validate_redis_security(section)
     if isinstance(section, MetricsSettings):
         _validate_metrics_security(section)
+    if isinstance(section, ConsoleSettings):
+        _validate_console_security(section)
 
 
 def _validate_kafka_security(kafka: KafkaSettings) -> None:
@@ -530,6 +552,17 @@ def _validate_metrics_security(metrics: MetricsSettings) -> None:
         raise ConfigError("[metrics] tls_certfile and tls_keyfile go together (HTTPS)")
     if metrics.tls_client_cafile and not metrics.tls_certfile:
         raise ConfigError("[metrics] tls_client_cafile needs tls_certfile and tls_keyfile (HTTPS)")
+
+
+def _validate_console_security(console: ConsoleSettings) -> None:
+    if console.username and not console.password:
+        raise ConfigError(
+            f"[console] username {console.username!r} needs PULSE_CONSOLE_PASSWORD or console.password_file"
+        )
+    if console.password and not console.username:
+        raise ConfigError("[console] a password is set but no username: set console.username too")
+    if console.page_size < 1:
+        raise ConfigError("[console] page_size must be at least 1")
 
 
 MASK = "***"

@@ -160,7 +160,10 @@ def render_user(user_id: str, user: UserState, model: ScoreModel, lapse: LapseMo
     else:
         score, band, shown = user.score, user.band, user.components
     profile = render_profile(user_id, user, as_of)
+    present = signals(model, user, as_of, lapse or _DEFAULT_LAPSE).present
     profile.update(
+        last_active=format_ts(user.last_active) if user.last_active >= 0 else None,
+        signals=[name for i, name in enumerate(COMPONENTS) if present >> i & 1],
         score=score,
         band=band or next_band(model, None, score).value,
         components=dict(zip(COMPONENTS, shown, strict=True)),
