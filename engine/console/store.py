@@ -326,16 +326,21 @@ class ConsoleStore:
 
     # --- Customer 360 ---------------------------------------------------------------------------------------
 
-    def account(self, account_id: str, *, now_ms: int) -> dict[str, Any] | None:
-        keys = self.keys
-        raw, history, raw_members = self.pipeline(
+    def _entity(self, entity: Entity, key: str, extra: Command) -> tuple[dict[str, Any], Any, Any]:
+        """One round trip: the profile (decoded; empty when unknown or erased), the raw history and `extra`'s
+        reply."""
+        raw, history, reply = self.pipeline(
             [
-                ("HGETALL", keys.profile(Entity.ACCOUNT, account_id)),
-                ("ZRANGE", keys.history(Entity.ACCOUNT, account_id), "0", "-1", "WITHSCORES"),
-                ("SMEMBERS", keys.members(account_id)),
+                ("HGETALL", self.keys.profile(entity, key)),
+                ("ZRANGE", self.keys.history(entity, key), "0", "-1", "WITHSCORES"),
+                extra,
             ]
         )
-        profile = hash_reply(raw)
+        return hash_reply(raw), history, reply
+
+    def account(self, account_id: str, *, now_ms: int) -> dict[str, Any] | None:
+        keys = self.keys
+        profile, history, raw_members = self._entity(Entity.ACCOUNT, account_id, ("SMEMBERS", keys.members(account_id)))
         if not profile:
             return None
         member_ids = sorted(m.decode() for m in raw_members)
@@ -369,15 +374,7 @@ class ConsoleStore:
     # --- User 360 -------------------------------------------------------------------------------------------
 
     def user(self, user_id: str, key_features: Sequence[str], *, now_ms: int) -> dict[str, Any] | None:
-        keys = self.keys
-        raw, history, raw_alerts = self.pipeline(
-            [
-                ("HGETALL", keys.profile(Entity.USER, user_id)),
-                ("ZRANGE", keys.history(Entity.USER, user_id), "0", "-1", "WITHSCORES"),
-                ("HVALS", keys.alerts(user_id)),
-            ]
-        )
-        profile = hash_reply(raw)
+        profile, history, raw_alerts = self._entity(Entity.USER, user_id, ("HVALS", self.keys.alerts(user_id)))
         if not profile:
             return None
         alerts = []
