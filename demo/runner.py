@@ -3,11 +3,13 @@ the journey funnel (`funnel.json`) and the retention drivers (`drivers.json`) wh
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from demo.generator import GeneratorConfig, persona_of, write_jsonl
+from demo.segment import write_segment_jsonl
 from engine.config import Settings
 from engine.replay import replay
 from schemas.codec import loads
@@ -194,11 +196,21 @@ def journey_order(settings: Settings) -> list[str]:
     return names + [str(name) for name in getattr(journey, "exits", ())]
 
 
-def run_demo(out_dir: Path, settings: Settings, users: int = 300, days: int = 60, seed: int = 7) -> dict[str, Any]:
+def run_demo(
+    out_dir: Path, settings: Settings, users: int = 300, days: int = 60, seed: int = 7, input_format: str = "pulse"
+) -> dict[str, Any]:
+    """`input_format` "segment": the same stream as Segment spec messages, replayed in segment mode."""
     out_dir.mkdir(parents=True, exist_ok=True)
     events = out_dir / "events.jsonl"
-    count = write_jsonl(events, GeneratorConfig(users=users, accounts=max(users // 8, 1), days=days, seed=seed))
-    print(f"pulse demo: generated {count:,} events for {users} users over {days} days → {events}")
+    config = GeneratorConfig(users=users, accounts=max(users // 8, 1), days=days, seed=seed)
+    # The replay reads the format the stream was written in, whatever the config's [input] format says.
+    settings = dataclasses.replace(settings, input=dataclasses.replace(settings.input, format=input_format))
+    if input_format == "segment":
+        count = write_segment_jsonl(events, config)
+        print(f"pulse demo: generated {count:,} Segment messages for {users} users over {days} days → {events}")
+    else:
+        count = write_jsonl(events, config)
+        print(f"pulse demo: generated {count:,} events for {users} users over {days} days → {events}")
     result = replay(events, out_dir, settings)
     print(summarize(out_dir, result.summary, journey_order(settings)))
     return result.summary

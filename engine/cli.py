@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=300)
     demo.add_argument("--days", type=int, default=60)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--format", choices=("pulse", "segment"), default="pulse", help="segment: the stream as Segment spec messages"
+    )
 
     console = sub.add_parser("console", help="serve the read-only CS web console over the Redis profiles")
     console.add_argument("--config", type=Path)
@@ -273,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     tag=False,
                 )
                 return 2
-            run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed)
+            run_demo(args.out, settings, users=args.users, days=args.days, seed=args.seed, input_format=args.format)
         elif args.command == "console":
             from engine.console.server import run_console
 

@@ -19,8 +19,9 @@ from operators.lapse import LapseModel
 from operators.scoring import ScoreModel
 from operators.shard import HOLD_ALL, HOUR_MS, ShardConfig
 from operators.state import DAY_MS
-from schemas.events import NAME_PATTERN, REASON_CODES, Vocabulary
+from schemas.events import INPUT_FORMATS, NAME_PATTERN, REASON_CODES, Vocabulary
 from schemas.outputs import Entity, OutputKind
+from schemas.segment import mapping_problem, merged_events
 
 
 class ConfigError(ValueError):
@@ -279,6 +280,16 @@ class VocabularySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InputSettings:
+    # What the input topic (and a replayed file) carries: "pulse", the native event document, or "segment",
+    # Segment / RudderStack spec messages (track, page, screen, identify, group, alias; schemas.segment).
+    format: str = "pulse"
+    # segment: track event name = Pulse type, over the defaults (schemas.segment.DEFAULT_EVENTS); "other"
+    # unmaps a default; "feature_used:NAME" is a feature use of NAME.
+    segment_events: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     # A user's activity events at most this far apart are one session (see operators.sessions).
     gap_minutes: int = 30
@@ -294,13 +305,14 @@ class Settings:
     console: ConsoleSettings = ConsoleSettings()
     dlq: DlqSettings = DlqSettings()
     vocabulary: VocabularySettings = VocabularySettings()
+    input: InputSettings = InputSettings()
     sessions: SessionSettings = SessionSettings()
     lapse: LapseModel = LapseModel()  # noqa: RUF009 - frozen, so one shared default is safe
     score: ScoreModel = ScoreModel()  # noqa: RUF009 - frozen, so one shared default is safe
     journey: Journey = Journey()  # noqa: RUF009 - frozen, so one shared default is safe
 
     def vocab(self) -> Vocabulary:
-        return _vocabulary(self.vocabulary)
+        return _vocabulary(self.vocabulary, self.input)
 
     def shard_config(self, live: bool, until_ms: int = -1, input_partitions: tuple[str, ...] = ()) -> ShardConfig:
         lateness = self.engine.allowed_lateness_minutes * 60_000
@@ -324,7 +336,7 @@ class Settings:
         )
 
 
-def _vocabulary(v: VocabularySettings) -> Vocabulary:
+def _vocabulary(v: VocabularySettings, i: InputSettings | None = None) -> Vocabulary:
     return Vocabulary(
         activity=frozenset(v.activity),
         pii_fields=frozenset(v.pii_fields),
@@ -332,6 +344,8 @@ def _vocabulary(v: VocabularySettings) -> Vocabulary:
         name_pattern=v.name_pattern,
         features=frozenset(v.features),
         plans=frozenset(v.plans),
+        input_format=i.format if i else "pulse",
+        segment_events=merged_events(i.segment_events if i else {}),
     )
 
 
@@ -476,6 +490,8 @@ def _validate(name: str, section: Any) -> None:
             _vocabulary(section)  # fail at load, not when the flow starts
         except ValueError as exc:
             raise ConfigError(f"[vocabulary] {exc}") from None
+    if isinstance(section, InputSettings) and section.format not in INPUT_FORMATS:
+        raise ConfigError(f"[input] format must be pulse or segment, got {section.format!r}")
     if isinstance(section, KafkaSettings) and section.start_from not in ("earliest", "latest"):
         raise ConfigError(f"[kafka] start_from must be earliest or latest, got {section.start_from!r}")
     if isinstance(section, KafkaSettings) and section.auto_offset_reset not in ("earliest", "latest"):
@@ -640,6 +656,11 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     stray = settings.journey.unknown_types(settings.vocab().categories)
     if stray:
         raise ConfigError(f"[journey] events: {', '.join(stray)} not in the vocabulary (they would read other)")
+    vocab = settings.vocab()
+    for name, target in settings.input.segment_events.items():
+        problem = mapping_problem(name, target, vocab)
+        if problem:
+            raise ConfigError(f"[input] segment_events: {problem}")
     return settings
 
 

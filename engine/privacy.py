@@ -23,7 +23,7 @@ from engine.config import Settings
 from engine.sinks import RDKAFKA_LOG, REDIS_TRANSIENT, ProfileStore, redis_key
 from engine.sources import watermark_offsets
 from schemas.codec import dumps, format_ts, loads
-from schemas.events import MAX_ID_LENGTH
+from schemas.events import MAX_ID_LENGTH, Vocabulary
 from schemas.outputs import Entity
 
 log = logging.getLogger("pulse.privacy")
@@ -208,9 +208,16 @@ def _is_erased(doc: dict[str, Any], stamp: str) -> bool:
     return doc.get("kind") == "user_erased" and doc.get("ts") == stamp
 
 
-def erasure_event(user_id: str, now_ms: int) -> tuple[str, bytes]:
-    """A fresh `erasure_requested` event for `user_id` stamped `now_ms`: its id and its bytes."""
+def erasure_event(user_id: str, now_ms: int, vocab: Vocabulary | None = None) -> tuple[str, bytes]:
+    """A fresh `erasure_requested` event for `user_id` stamped `now_ms`: its id and its bytes, in the input
+    format of `vocab` (with `[input] format = "segment"`, a track call of the event name mapped to erasure)."""
     event_id = f"erasure-{uuid.uuid4().hex}"
+    if vocab is not None and vocab.segment:
+        names = [name for name, (kind, _) in vocab.segment_map.items() if kind == vocab.erasure]
+        if not names:
+            raise PrivacyError(f"[input] segment_events maps no event name to {vocab.erasure}")
+        call = {"type": "track", "event": names[0], "messageId": event_id, "userId": user_id}
+        return event_id, dumps({**call, "timestamp": format_ts(now_ms)})
     doc = {"event_id": event_id, "user_id": user_id, "type": ERASURE_TYPE, "ts": format_ts(now_ms)}
     return event_id, dumps(doc)
 
@@ -254,7 +261,7 @@ def erase_user(
                 f"lifecycle topic {topics.lifecycle} not found on {kafka.where()}: is `pulse run` deployed?"
             )
         now_ms = int(clock() * 1000)
-        event_id, value = erasure_event(user_id, now_ms)
+        event_id, value = erasure_event(user_id, now_ms, settings.vocab())
         _produce(settings, user_id, value, deadline)
         stamp = format_ts(now_ms)
         erased: list[dict[str, Any]] = []

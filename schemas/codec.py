@@ -33,6 +33,7 @@ from schemas.events import (
     UserId,
     Vocabulary,
 )
+from schemas.segment import SegmentError, translate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # RFC 3339 §5.6 date-time, nothing more: datetime.fromisoformat alone accepts other ISO 8601 forms and,
@@ -237,6 +238,11 @@ def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = Non
         raise _Invalid(RejectCode.INVALID_JSON, str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise _Invalid(RejectCode.NOT_OBJECT, "an event must be a JSON object")
+    if vocab.segment:  # a Segment / RudderStack call becomes the native document, validated as any
+        try:
+            doc = translate(doc, vocab)
+        except SegmentError as exc:
+            raise _Invalid(exc.code, exc.detail) from None
     get = doc.get
     # Ids checked inline: this is the per-event path.
     event_id = get("event_id")

@@ -46,6 +46,8 @@ ACCESS_REQUESTED = "access_requested"
 # A user saw a variant of an A/B test (`properties.experiment`, `properties.variant`, names in the tracking
 # plan): counted as `other`, neither activity nor commercial; the journey keeps the first exposure per experiment.
 EXPERIMENT_EXPOSED = "experiment_exposed"
+# What the input carries: the native event document, or Segment / RudderStack spec messages (schemas.segment).
+INPUT_FORMATS = ("pulse", "segment")
 
 
 @lru_cache(maxsize=FEATURE_CACHE_SIZE)
@@ -114,7 +116,14 @@ class Vocabulary:
     name_pattern: str = NAME_PATTERN
     features: frozenset[str] = frozenset()
     plans: frozenset[str] = frozenset()
+    # What a message is: "pulse" (the native document) or "segment" (a Segment / RudderStack spec call,
+    # translated by schemas.segment); segment_events maps track event names to types ("feature_used:NAME"
+    # also names the feature), None = schemas.segment.DEFAULT_EVENTS.
+    input_format: str = "pulse"
+    segment_events: tuple[tuple[str, str], ...] | None = None
     categories: dict[str, Category] = field(init=False, compare=False, hash=False)
+    segment: bool = field(init=False, compare=False, hash=False)
+    segment_map: dict[str, tuple[str, str | None]] = field(init=False, compare=False, hash=False)
     kept_properties: frozenset[str] = field(init=False, compare=False, hash=False)
     name_re: re.Pattern[str] = field(init=False, compare=False, hash=False)
 
@@ -139,6 +148,18 @@ class Vocabulary:
             stray = sorted(n for n in names if not name_re.fullmatch(n))
             if stray:
                 raise ValueError(f"{key}: {', '.join(map(repr, stray))} not matched by name_pattern")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input format must be pulse or segment, got {self.input_format!r}")
+        if self.segment_events is None:
+            from schemas.segment import DEFAULT_EVENTS  # imports this module: resolved at first use
+
+            object.__setattr__(self, "segment_events", DEFAULT_EVENTS)
+        object.__setattr__(self, "segment", self.input_format == "segment")
+        segment_map: dict[str, tuple[str, str | None]] = {}
+        for name, target in self.segment_events or ():
+            kind, _, feature = target.partition(":")
+            segment_map[name] = (kind, feature if feature and kind == self.feature else None)
+        object.__setattr__(self, "segment_map", segment_map)
 
     def category(self, event_type: str) -> Category:
         return self.categories.get(event_type, Category.OTHER)
