@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +33,15 @@ class RestoreResult:
     users: int  # hashes written
     accounts: int
     tombstones: int  # keys whose latest value is a tombstone: deleted
-    records: int  # messages read from both tables
+    records: int  # messages read from both tables (and the alerts topic)
     seconds: float
+    alerts: int = 0  # open alerts written back (the serving index of open alerts)
 
     def line(self, store: ProfileStore) -> str:
         return (
             f"pulse: restored {self.users} user and {self.accounts} account profile(s) into Redis {store.where} "
             f"(prefix {store.settings.key_prefix!r}); {self.tombstones} tombstone(s) deleted; "
-            f"{self.records} record(s) read in {self.seconds:.1f}s"
+            f"{self.alerts} open alert(s); {self.records} record(s) read in {self.seconds:.1f}s"
         )
 
     def report(self, store: ProfileStore) -> None:
@@ -51,6 +52,7 @@ class RestoreResult:
             accounts=self.accounts,
             tombstones=self.tombstones,
             records=self.records,
+            alerts=self.alerts,
             seconds=round(self.seconds, 3),
         )
 
@@ -91,10 +93,15 @@ def table_has_data(settings: Settings) -> bool:
 
 
 def read_table(
-    settings: Settings, topic: str, progress: Progress | None = None, already: int = 0
+    settings: Settings,
+    topic: str,
+    progress: Progress | None = None,
+    already: int = 0,
+    key_of: Callable[[bytes | None, bytes | None], bytes | None] = lambda key, _: key,
 ) -> tuple[dict[bytes, Any], int]:
     """The latest value per key of `topic`, read from the beginning to the end offsets of now (later
-    writes are not waited for), and the number of messages read. Tombstones are kept as None."""
+    writes are not waited for), and the number of messages read. Tombstones are kept as None. `key_of`
+    (message key, value) says what "per key" is: the message key unless given."""
     consumer = _consumer(settings)
     latest: dict[bytes, Any] = {}
     read = 0
@@ -117,9 +124,10 @@ def read_table(
                 if partition not in pending or offset >= ends[partition]:
                     continue  # written after we started: the live service handles it
                 read += 1
-                key = message.key()
+                value = message.value()
+                key = key_of(message.key(), value)
                 if key is not None:
-                    latest[key] = message.value()
+                    latest[key] = value
                 if offset + 1 >= ends[partition]:
                     pending.discard(partition)
             if not messages and pending:
@@ -181,7 +189,27 @@ def restore_profiles(settings: Settings, store: ProfileStore, progress_every: fl
             metrics.PROFILE_WRITES.inc(len(chunk))
             written += len(chunk)
         del table
-    return RestoreResult(counts[Entity.USER], counts[Entity.ACCOUNT], tombstones, records, time.monotonic() - started)
+    alerts = 0
+    if writer.indexes:
+        # The open alerts index: the latest record of each alert id, kept when it is still firing (an erased
+        # user's alerts were resolved by the erasure, so none comes back).
+        latest, read = read_table(settings, settings.topics.alerts, progress, records, key_of=_alert_id)
+        records += read
+        units = [unit for value in latest.values() if value is not None and (unit := writer.alert(value))]
+        for start in range(0, len(units), size):
+            store.write(units[start : start + size])
+        alerts = sum(1 for unit in units if unit[0][0] == "HSET")
+    elapsed = time.monotonic() - started
+    return RestoreResult(counts[Entity.USER], counts[Entity.ACCOUNT], tombstones, records, elapsed, alerts)
+
+
+def _alert_id(key: bytes | None, value: bytes | None) -> bytes | None:
+    """Alerts are keyed by user on their topic; an alert is its `alert_id`."""
+    try:
+        alert_id = loads(value or b"").get("alert_id")
+    except (ValueError, AttributeError):
+        return None
+    return alert_id.encode() if isinstance(alert_id, str) else None
 
 
 def _glob_escape(text: str) -> str:

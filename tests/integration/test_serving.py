@@ -146,12 +146,16 @@ def test_with_indexes_off_only_the_profile_hashes_are_written(redis_client: redi
     store.close()
 
 
-def test_restore_profiles_rebuilds_the_band_indexes_and_members(
+def test_restore_profiles_rebuilds_the_band_indexes_members_and_open_alerts(
     kafka: str, redis_client: redis.Redis, names: Names
 ) -> None:
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka),
-        topics=TopicSettings(profiles=names.topic("profiles"), account_profiles=names.topic("account-profiles")),
+        topics=TopicSettings(
+            profiles=names.topic("profiles"),
+            account_profiles=names.topic("account-profiles"),
+            alerts=names.topic("alerts"),
+        ),
         redis=RedisSettings(url=REDIS_URL, key_prefix=names.run, pipeline_size=2),
     )
     users = [
@@ -164,11 +168,26 @@ def test_restore_profiles_rebuilds_the_band_indexes_and_members(
         (b"acme", orjson.dumps({"account_id": "acme", "score": 40.0, "band": "watch"})),
         (b"globex", orjson.dumps({"account_id": "globex", "score": 95.0, "band": "healthy"})),
     ])  # fmt: skip
+    # Alerts are keyed by user: ann's lapse is open; bob's lapse was resolved after his churn-risk alert
+    # fired, which is still open; eve's was closed by her erasure.
+    produce(kafka, names.topic("alerts"), [
+        (b"ann", _alert("lapse-a", "ann", "lapse", "firing")),
+        (b"bob", _alert("lapse-b", "bob", "lapse", "firing")),
+        (b"eve", _alert("lapse-e", "eve", "lapse", "firing")),
+        (b"bob", _alert("churn-b", "bob", "churn_risk", "firing")),
+        (b"bob", _alert("react-b", "bob", "reactivated", "firing")),
+        (b"bob", _alert("lapse-b", "bob", "lapse", "resolved")),
+        (b"eve", _alert("lapse-e", "eve", "lapse", "resolved")),
+    ], partitions=2)  # fmt: skip
     store = ProfileStore(settings.redis)
 
-    restore_profiles(settings, store)
+    result = restore_profiles(settings, store)
 
     prefix = names.run
+    assert result.alerts == 2
+    assert redis_client.hkeys(f"{prefix}:alerts:user:ann") == [b"lapse-a"]
+    assert redis_client.hkeys(f"{prefix}:alerts:user:bob") == [b"churn-b"]
+    assert not redis_client.exists(f"{prefix}:alerts:user:eve")
     assert redis_client.zrange(f"{prefix}:index:users:at_risk", 0, -1) == [b"ann"]
     assert redis_client.zrange(f"{prefix}:index:users:watch", 0, -1) == [b"bob"]
     assert redis_client.zrange(f"{prefix}:index:accounts", 0, -1) == [b"acme", b"globex"]
