@@ -142,6 +142,17 @@ def _latest(raw: Sequence[tuple[bytes, float]]) -> dict[str, Any] | None:
     return history[-1] if history else None
 
 
+def _latest_change(history: Any) -> dict[str, Any]:
+    """A list row's view of the newest change (a `ZRANGE key -1 -1 WITHSCORES` reply): trend, the score before
+    it and its top reason."""
+    latest = _latest(scored(history))
+    return {
+        "trend": trend(latest),
+        "previous_score": latest.get("previous_score") if latest else None,
+        "top_reason": top_reason(latest),
+    }
+
+
 def _row_fields(names: Sequence[str], values: Sequence[bytes | None]) -> dict[str, Any]:
     return {name: decode_field(name, value) for name, value in zip(names, values, strict=True)}
 
@@ -293,17 +304,9 @@ class ConsoleStore:
             values, history, alerts = replies[3 * i : 3 * i + 3]
             if values[1] is None:  # erased (or rewritten) between the index read and this one
                 continue
-            latest = _latest(scored(history))
+            change = _latest_change(history)
             users.append(
-                {
-                    "kind": "user",
-                    "user_id": user_id,
-                    **_user_row(values, now_ms),
-                    "trend": trend(latest),
-                    "previous_score": latest.get("previous_score") if latest else None,
-                    "top_reason": top_reason(latest),
-                    "open_alerts": int(alerts),
-                }
+                {"kind": "user", "user_id": user_id, **_user_row(values, now_ms), **change, "open_alerts": int(alerts)}
             )
         accounts: list[dict[str, Any]] = []
         base = 3 * len(user_ids)
@@ -311,16 +314,9 @@ class ConsoleStore:
             values, history = replies[base + 2 * i : base + 2 * i + 2]
             if values[0] is None:
                 continue
-            latest = _latest(scored(history))
+            change = _latest_change(history)
             accounts.append(
-                {
-                    "kind": "account",
-                    "account_id": account_id,
-                    **_row_fields(ACCOUNT_ROW_FIELDS, values),
-                    "trend": trend(latest),
-                    "previous_score": latest.get("previous_score") if latest else None,
-                    "top_reason": top_reason(latest),
-                }
+                {"kind": "account", "account_id": account_id, **_row_fields(ACCOUNT_ROW_FIELDS, values), **change}
             )
         return users, accounts
 
