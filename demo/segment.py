@@ -32,7 +32,8 @@ TRACK_NAMES = {
     "plan_changed": "Plan Changed",
 }
 _PLAN_NAMES = {"up": "Plan Upgraded", "down": "Plan Downgraded"}
-# What a visitor does before they have an account: sent with the anonymousId alone.
+# What a visitor does before they have an account: sent with the browser's anonymousId too (a visitor's
+# events with the anonymousId alone would be another person until an `alias` joins them: operators.identity).
 _ANONYMOUS = frozenset({"page_view", "newsletter_subscribed", "demo_requested"})
 _LIBRARY = {"name": "analytics-python", "version": "2.3.2"}
 
@@ -86,8 +87,9 @@ def to_segment(doc: dict[str, Any]) -> dict[str, Any]:
     if "event_id" in doc:
         message["messageId"] = doc["event_id"]
     if "user_id" in doc:
-        anonymous = kind in _ANONYMOUS and account is None and isinstance(doc["user_id"], str)
-        message["anonymousId" if anonymous else "userId"] = doc["user_id"]
+        message["userId"] = doc["user_id"]
+        if kind in _ANONYMOUS and account is None and isinstance(doc["user_id"], str):
+            message["anonymousId"] = f"anon-{doc['user_id']}"
     context: dict[str, Any] = {"library": _LIBRARY, "locale": "en-US"}
     if account is not None:
         context["groupId"] = account

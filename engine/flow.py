@@ -25,11 +25,12 @@ from engine.statestore import KEEP, DeltaStore, gc_paused
 from operators.accounts import AccountShard
 from operators.engagement import AccountNotice
 from operators.health import MemberUpdate
+from operators.identity import IdentityShard, Replayed
 from operators.insights import INSIGHTS_KEY, AlertDraft, InsightsShard, JourneyStep, ShardFrontier, UserFacts, draft
 from operators.shard import Counters, Shard, ShardConfig, shard_of
 from operators.watermark import Progress
 from schemas.codec import RawBatch, decode_batch
-from schemas.events import Event, Rejection, Vocabulary
+from schemas.events import Event, Rejection, UserId, Vocabulary
 from schemas.outputs import OutputKind, Record
 
 DLQ_KEY = "dlq"
@@ -40,7 +41,7 @@ SINK_KEY = "sink"
 class ShardFinal:
     """What a shard hands the replay writer at end of input: its counters, clock and users or accounts."""
 
-    shard_state: Shard | AccountShard | InsightsShard
+    shard_state: Shard | AccountShard | InsightsShard | IdentityShard
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,10 @@ class FlowConfig:
     future_skew_ms: int = 86_400_000
     # How snapshots (segments and headers) are sealed and opened: plain pickles unless a state key is set.
     sealer: SnapshotSealer = field(default=PLAIN, compare=False)
+    # Segment input, replay: every visitor's link (anonymous id -> user id), read from the input up front
+    # (engine.replay), so the decoder gives a linked visitor's events to the user directly and the outputs
+    # do not depend on scheduling. None: links are followed as they come, by the identity stage (live).
+    links: dict[str, str] | None = field(default=None, compare=False)
 
 
 def flow_config(
@@ -101,6 +106,9 @@ def _decoder(config: FlowConfig) -> Any:
     # Live: what each input partition's progress was last reported as (partitions are owned by one worker).
     reported: dict[str, Progress] = {}
 
+    identity_keys = [f"i{n:03d}" for n in range(shards)] if vocab.segment else []
+    links = config.links
+
     def decode(batch: RawBatch) -> list[tuple[str, list[Any]]]:
         # One item per shard per input batch keeps bytewax's per-item overhead off the per-event path.
         groups: dict[str, list[Any]] = {}
@@ -115,7 +123,15 @@ def _decoder(config: FlowConfig) -> Any:
             else:
                 if item.ts > newest:
                     newest = item.ts
-                key = keys[shard_of(item.user_id, shards)]
+                anonymous_id = item.anonymous_id
+                if anonymous_id is None:
+                    key = keys[shard_of(item.user_id, shards)]
+                elif links is None:  # live Segment: a visitor's event or a link goes by an identity shard
+                    key = identity_keys[shard_of(anonymous_id, shards)]
+                else:  # replay: the visitor's link is known; their events are the user's from the start
+                    user_id = links.get(anonymous_id) if item.user_id == anonymous_id else None
+                    item = dataclasses.replace(item, user_id=UserId(user_id or item.user_id), anonymous_id=None)
+                    key = keys[shard_of(item.user_id, shards)]
                 group = groups.get(key)
                 if group is None:
                     groups[key] = [item]
@@ -172,7 +188,10 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
     """Glue between bytewax and one shard of users or accounts: the flush schedule, incremental snapshots."""
 
     def __init__(
-        self, config: FlowConfig, resume: bytes | None, kind: type[Shard] | type[AccountShard] | type[InsightsShard]
+        self,
+        config: FlowConfig,
+        resume: bytes | None,
+        kind: type[Shard] | type[AccountShard] | type[InsightsShard] | type[IdentityShard],
     ) -> None:
         self._config = config
         self._label = ""
@@ -182,7 +201,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         self._context = f"header:{kind.__name__}"
         self._named = False
         if resume is None:
-            self._state: Shard | AccountShard | InsightsShard = kind()
+            self._state: Shard | AccountShard | InsightsShard | IdentityShard = kind()
         else:
             where = f"header of a {kind.__name__} in {config.state_dir.parent if config.state_dir else '?'}"
             header = pickle.loads(config.sealer.open(resume, self._context, where))
@@ -261,7 +280,7 @@ class _Logic(StatefulBatchLogic[list[Any], list[Any], Any]):
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
         return header
 
-    def _write_changed(self, state: Shard | AccountShard | InsightsShard) -> None:
+    def _write_changed(self, state: Shard | AccountShard | InsightsShard | IdentityShard) -> None:
         changed = state.take_changed()
         # A store that resumed from plain or old-key segments rewrites a base now, changes or not.
         if changed or (self._store is not None and self._store.stale):
@@ -398,6 +417,41 @@ class UserLogic(_Logic):
         return self._with_frontier(outputs)
 
 
+class IdentityLogic(_Logic):
+    """Segment input: one identity shard (key "iNNN", by the anonymous id), see operators.identity."""
+
+    def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
+        super().__init__(config, resume, IdentityShard)
+
+    def _process(self, items: list[Any]) -> list[Any]:
+        if not self._named:
+            first = next((i for i in items if isinstance(i, Event) and i.anonymous_id is not None), None)
+            if first is not None and first.anonymous_id is not None:
+                self._name(f"i{shard_of(first.anonymous_id, self._config.shards):03d}")
+        return super()._process(items)
+
+    def on_eof(self) -> tuple[Iterable[list[Any]], bool]:
+        # Nothing is pending here and the replay writer needs nothing of it (no ShardFinal: what it lets
+        # through goes to the user shards).
+        return [], StatefulBatchLogic.RETAIN
+
+
+def _identity_router(config: FlowConfig) -> Any:
+    keys = [f"s{n:03d}" for n in range(config.shards)]
+
+    def route(item: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
+        """What an identity shard lets through, to the user shard of whom it is about now."""
+        _, outputs = item
+        groups: dict[str, list[Any]] = {}
+        for out in outputs:
+            user_id = out.event.user_id if isinstance(out, Replayed) else out.user_id
+            groups.setdefault(keys[shard_of(user_id, config.shards)], []).append(out)
+        ingest = ingest_of((outputs,))
+        return [(key, stamp(group, ingest)) for key, group in sorted(groups.items())]
+
+    return route
+
+
 class AccountLogic(_Logic):
     def __init__(self, config: FlowConfig, resume: bytes | None) -> None:
         super().__init__(config, resume, AccountShard)
@@ -478,7 +532,14 @@ def build_flow(source: Source[RawBatch], sink: Sink[Any], config: FlowConfig) ->
     batches = op.input("input", flow, source)
     decoded = op.flat_map("decode", batches, _decoder(config))
     split = op.branch("split", decoded, lambda item: item[0] != DLQ_KEY)
-    users = op.stateful_batch("users", split.trues, lambda resume: UserLogic(config, resume))
+    to_users = split.trues
+    if config.vocab.segment and config.links is None:
+        # Live: visitors' events and links pass an identity shard first (operators.identity).
+        to_identity = op.branch("to_identity", split.trues, lambda item: item[0][0] == "i")
+        identity = op.stateful_batch("identity", to_identity.trues, lambda resume: IdentityLogic(config, resume))
+        known = op.flat_map("identity_route", identity, _identity_router(config))
+        to_users = op.merge("to_users", to_identity.falses, known)
+    users = op.stateful_batch("users", to_users, lambda resume: UserLogic(config, resume))
     routed = op.flat_map("route", users, _router(config))
     to_insights = op.branch("to_insights", routed, lambda item: item[0] == INSIGHTS_KEY)
     to_accounts = op.branch("to_accounts", to_insights.falses, lambda item: item[0] != SINK_KEY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -18,13 +19,13 @@ from engine.config import Settings
 from engine.crypto import Keyring, dlq_envelope, dlq_keyring
 from engine.flow import ShardFinal, build_flow, flow_config
 from engine.sinks import Collector
-from engine.sources import FileSource
+from engine.sources import FileSource, open_lines
 from operators.accounts import AccountShard
 from operators.health import render_account, render_user
 from operators.insights import InsightsShard, funnel_report
 from operators.shard import Shard
-from schemas.codec import dumps, format_ts
-from schemas.events import Rejection
+from schemas.codec import decode, dumps, format_ts
+from schemas.events import Event, Origin, Rejection, Vocabulary
 from schemas.outputs import OutputKind, Record
 
 log = logging.getLogger("pulse.replay")
@@ -74,6 +75,22 @@ def _write_jsonl(path: Path, docs: Iterable[bytes]) -> int:
     return count
 
 
+def visitor_links(input_path: Path, vocab: Vocabulary) -> dict[str, str]:
+    """Segment input: each anonymous id's link to a user id (`alias`, or an `identify` with both ids), the
+    first in the file winning, as the identity stage of `pulse run` follows the first that arrives. Read
+    before the replay, so a visitor's events are the user's wherever the link stands in the file."""
+    links: dict[str, str] = {}
+    origin = Origin(str(input_path), -1, 0)
+    with open_lines(input_path) as lines:
+        for line in lines:
+            if b'"alias"' not in line and b'"identify"' not in line:
+                continue  # a link names its call type: most lines are skipped unparsed
+            event = decode(line.rstrip(b"\r\n"), origin, vocab)
+            if isinstance(event, Event) and event.anonymous_id is not None and event.anonymous_id != event.user_id:
+                links.setdefault(event.anonymous_id, event.user_id)
+    return links
+
+
 def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | None = None) -> ReplayResult:
     if not input_path.is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
@@ -81,6 +98,8 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
     logs.banner(log, "replay", settings, input=str(input_path), out_dir=str(out_dir))
     collector = Collector()
     config = flow_config(settings, live=False, until_ms=until_ms if until_ms is not None else -1)
+    if config.vocab.segment:
+        config = dataclasses.replace(config, links=visitor_links(input_path, config.vocab))
     source = FileSource([input_path], settings.engine.replay_batch_size)
     run_flow(build_flow(source, collector, config), settings.engine.workers)
 
@@ -100,7 +119,7 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
                 user_shards.append(state)
             elif isinstance(state, InsightsShard):
                 insight_shards.append(state)
-            else:
+            elif isinstance(state, AccountShard):
                 account_shards.append(state)
 
     event_time = max((s.event_time for s in user_shards), default=-1)
@@ -153,6 +172,8 @@ def replay(input_path: Path, out_dir: Path, settings: Settings, until_ms: int | 
         "beyond_dedup_horizon": totals["beyond_dedup_horizon"],
         "late": totals["late"],
         "beyond_backfill": totals["beyond_backfill"],
+        "merged": totals["merged"],
+        "visitors_merged": totals["visitors_merged"],
         "accounts": len(accounts),
         "users": len(users),
         "as_of": format_ts(as_of) if as_of >= 0 else None,

@@ -58,13 +58,14 @@ def stage_changed(
     return Record(OutputKind.LIFECYCLE, user_id, dumps(doc), ts)
 
 
-def erased_alert(kind: str, ident: str, user_id: str, ts: int) -> Record:
-    """Closes an open alert of an erased person: the same id, and nothing about them but the id."""
+def erased_alert(kind: str, ident: str, user_id: str, ts: int, resolution: str = "erased") -> Record:
+    """Closes an open alert of an erased person (or of a visitor merged into a user, `resolution`
+    "merged"): the same id, and nothing about them but the id."""
     doc = {
         "alert_id": ident,
         "kind": kind,
         "status": "resolved",
-        "resolution": "erased",
+        "resolution": resolution,
         "user_id": user_id,
         "account_id": None,
         "ts": format_ts(ts),
@@ -87,6 +88,26 @@ def user_erased(user_id: str, ts: int) -> Record:
                 "record_id": record_id("erased", user_id, ts),
                 "user_id": user_id,
                 "ts": format_ts(ts),
+            }
+        ),
+        ts,
+    )
+
+
+def user_merged(user_id: str, into: str, ts: int, cause: str) -> Record:
+    """A visitor (anonymous id) signed up as `into` (operators.identity): their profile is gone, their activity
+    is the user's now. Downstream systems re-key what they hold."""
+    return Record(
+        OutputKind.LIFECYCLE,
+        user_id,
+        dumps(
+            {
+                "kind": "user_merged",
+                "record_id": record_id("merged", user_id, into, ts),
+                "user_id": user_id,
+                "into": into,
+                "ts": format_ts(ts),
+                "cause_event_id": cause,
             }
         ),
         ts,

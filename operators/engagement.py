@@ -208,10 +208,12 @@ def on_timer(user_id: str, user: UserState, now: int, ctx: Context, out: list[An
     _move(user_id, user, LAPSED, now, None, out)
 
 
-def on_erasure(user_id: str, user: UserState | None, ts: int, out: list[Any]) -> None:
-    """An erased person's open alerts are closed and downstream systems are told to forget them."""
+def on_erasure(user_id: str, user: UserState | None, ts: int, out: list[Any], resolution: str = "erased") -> None:
+    """An erased person's open alerts are closed and downstream systems are told to forget them (for a visitor
+    merged into a user, `resolution` "merged": the caller says where they went)."""
     if user is not None:
         for kind, ident in (("lapse", user.lapse_id), ("churn_risk", user.churn_id)):
             if ident:
-                out.append(erased_alert(kind, ident, user_id, ts))
-    out.append(user_erased(user_id, ts))
+                out.append(erased_alert(kind, ident, user_id, ts, resolution))
+    if resolution == "erased":
+        out.append(user_erased(user_id, ts))

@@ -27,6 +27,15 @@ class OrderingBuffer:
     def hold(self, event: Event) -> None:
         heapq.heappush(self.pending, (event.ts, event.event_id, event))
 
+    def discard(self, user_id: str) -> int:
+        """Drops the held events of one user (a visitor merged into a user: operators.identity); how many."""
+        kept = [entry for entry in self.pending if entry[2].user_id != user_id]
+        dropped = len(self.pending) - len(kept)
+        if dropped:
+            heapq.heapify(kept)
+            self.pending = kept
+        return dropped
+
     def release(self, frontier: int) -> Iterator[Event]:
         """The held events up to `frontier`, oldest first (ties by event id); the caller applies each
         before taking the next, so timers due between two of them can fire in between."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from operators import insights
 from operators.access import access_export
+from operators.alerts import user_merged
 from operators.engagement import (
     AccountNotice,
     Context,
@@ -21,6 +22,7 @@ from operators.engagement import (
     on_timer,
 )
 from operators.health import ERASED, MOVED_IN, MOVED_OUT, MemberUpdate, render_user
+from operators.identity import Merge, Replayed
 from operators.journey import DEFAULT_JOURNEY, Journey
 from operators.journey import after_event as journey_after_event
 from operators.lapse import LapseModel
@@ -119,6 +121,11 @@ class Counters:
     late: int = 0
     # Events more than max_backfill before their user's first event: counted, not applied to the state.
     beyond_backfill: int = 0
+    # Segment input: a visitor's events applied again to the user they signed up as (operators.identity);
+    # counted as applied once, when they were the visitor's.
+    merged: int = 0
+    # Visitors whose state went to a user (and their profile away).
+    visitors_merged: int = 0
 
 
 @dataclass(slots=True)
@@ -208,7 +215,10 @@ class Shard:
         return shard
 
     def process(
-        self, events: Iterable[Event | AccountNotice | Progress], config: ShardConfig, wall_ms: int | None = None
+        self,
+        events: Iterable[Event | AccountNotice | Progress | Replayed | Merge],
+        config: ShardConfig,
+        wall_ms: int | None = None,
     ) -> list[Output]:
         """Apply a batch; returns the outputs it causes (scores, member updates, erasures).
 
@@ -224,12 +234,19 @@ class Shard:
                 self.inputs.observe(Progress(name, -1))
         following = config.live_profiles and self.inputs.known
         outputs: list[Output] = []
-        for event in events:
-            if not isinstance(event, Event):
-                if isinstance(event, AccountNotice):
-                    self._notice(event, config)
-                elif isinstance(event, Progress):
-                    self.inputs.observe(event)
+        for item in events:
+            replayed = False
+            if isinstance(item, Event):
+                event = item
+            elif isinstance(item, Replayed):  # a visitor's event again, as the user's (operators.identity)
+                event, replayed = item.event, True
+            else:
+                if isinstance(item, Merge):
+                    self._erase_visitor(item, config, outputs)
+                elif isinstance(item, AccountNotice):
+                    self._notice(item, config)
+                elif isinstance(item, Progress):
+                    self.inputs.observe(item)
                     following = config.live_profiles
                     if following:
                         self.follow(config, wall_ms, outputs)
@@ -238,7 +255,10 @@ class Shard:
             if ids is None:
                 ids = seen[event.user_id] = {}
             elif event.event_id in ids:
-                counters.duplicates += 1
+                if replayed:
+                    counters.merged += 1
+                else:
+                    counters.duplicates += 1
                 continue
             ts = event.ts
             ids[event.event_id] = ts
@@ -253,7 +273,10 @@ class Shard:
                 self._observe(event.user_id, ts, config.max_clock_jump_ms)
             elif ts < self.event_time - config.dedup_horizon_ms:
                 counters.beyond_dedup_horizon += 1
-            counters.applied += 1
+            if replayed:
+                counters.merged += 1  # counted as applied when it was the visitor's
+            else:
+                counters.applied += 1
             if reorder <= 0 and following:
                 # Live, following the inputs' low watermark: everybody's timers fire as it passes them (see
                 # follow); before this event, only this user's own timers due before it fire, so their
@@ -635,6 +658,31 @@ class Shard:
             user.counts[Category.PRIVACY] += 1  # orders the departure after the user's last update
             outputs.append(self._member(user_id, user, None, event.event_id, ERASED))
         outputs.append(ProfileWrite(Entity.USER, user_id, None))
+
+    def _erase_visitor(self, merge: Merge, config: ShardConfig, outputs: list[Output]) -> None:
+        """A visitor signed up: their events went to the user (operators.identity), so their own state,
+        profile and account membership go as on erasure; open alerts close as "merged", and a `user_merged`
+        record says where they went. Later events of the anonymous id go to the user, never here."""
+        visitor_id, ts = merge.user_id, merge.ts
+        # Events of theirs still waiting for event time to pass them were re-sent to the user already.
+        if self.ordering.discard(visitor_id):
+            self.held.pop(visitor_id, None)
+        user = self.users.pop(visitor_id, None)
+        if user is None:
+            return  # the link came before any of the visitor's events: nothing of theirs is here
+        self.counters.visitors_merged += 1
+        self.dirty.discard(visitor_id)
+        if config.track_changes:
+            self.changed.add(visitor_id)
+        on_erasure(visitor_id, user, ts, outputs, "merged")
+        outputs.append(user_merged(visitor_id, merge.into, ts, merge.cause))
+        if config.insights:
+            outputs.append(insights.erased_facts(visitor_id, ts, sum(user.counts)))
+        if user.account_id is not None:
+            user.clock = max(user.clock, ts)
+            user.counts[Category.PRIVACY] += 1  # orders the departure after the visitor's last update
+            outputs.append(self._member(visitor_id, user, None, merge.cause, ERASED))
+        outputs.append(ProfileWrite(Entity.USER, visitor_id, None))
 
     def flush_profiles(self, config: ShardConfig = _DEFAULT_CONFIG) -> list[Output]:
         """Render every changed profile once, as of the shard's clock. Coalescing many events of a user

@@ -293,6 +293,11 @@ def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = Non
         event_type = OTHER
         category = Category.OTHER
         _count(untracked, "type")
+    anonymous_id = None
+    if vocab.segment:
+        anonymous_id = doc.get("anonymous_id")
+        if anonymous_id is not None:
+            anonymous_id = _id(anonymous_id, "anonymousId")
     return Event(
         EventId(event_id),
         UserId(user_id),
@@ -302,6 +307,7 @@ def _validate(value: bytes, vocab: Vocabulary, untracked: Untracked | None = Non
         feature,
         props,
         category,
+        anonymous_id,
     )
 
 

@@ -195,6 +195,9 @@ class Event:
     feature: str | None
     properties: dict[str, Any] | None
     category: Category
+    # Segment input only (schemas.segment): the anonymous id of a visitor's event (then equal to user_id), or
+    # the anonymous id a link (`alias`, an `identify` with both ids) joins to user_id; None otherwise.
+    anonymous_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

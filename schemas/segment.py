@@ -121,8 +121,9 @@ def translate(doc: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
     if message_id is None:
         raise SegmentError(RejectCode.MISSING_FIELD, "messageId is required")
     user_id = get("userId")
+    anonymous_id = None  # a visitor's event, or the visitor a link joins to the user (operators.identity)
     if user_id is None or user_id == "":  # RudderStack sends "" for an anonymous visitor
-        user_id = get("anonymousId")
+        user_id = anonymous_id = get("anonymousId")
         if user_id is None:
             raise SegmentError(RejectCode.MISSING_FIELD, "userId or anonymousId is required")
     ts = get("timestamp")
@@ -168,7 +169,12 @@ def translate(doc: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
             account = get("groupId")
             if account is None:
                 raise SegmentError(RejectCode.MISSING_FIELD, "groupId is required on a group call")
-    return {
+        elif anonymous_id is None:
+            # A link: `alias` joins its previousId to the user, an identified `identify` its anonymousId.
+            linked = get("previousId") if call == "alias" else get("anonymousId") if call == "identify" else None
+            if linked is not None and linked != "" and linked != user_id:
+                anonymous_id = linked
+    doc = {
         "event_id": message_id,
         "user_id": user_id,
         "account_id": account,
@@ -177,6 +183,9 @@ def translate(doc: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
         "feature": feature,
         "properties": props,
     }
+    if anonymous_id is not None:
+        doc["anonymous_id"] = anonymous_id
+    return doc
 
 
 def _exposure(props: dict[str, Any]) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def make_event(
     feature: str | None = None,
     properties: dict[str, Any] | None = None,
     vocab: Vocabulary = VOCAB,
+    anonymous_id: str | None = None,
 ) -> Event:
     """A decoded event built directly, for the state and shard tests."""
     return Event(
@@ -93,6 +94,7 @@ def make_event(
         feature if type == vocab.feature else None,
         properties,
         vocab.category(type),
+        anonymous_id,
     )
 
 

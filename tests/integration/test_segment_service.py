@@ -149,3 +149,48 @@ def test_segment_messages_in_profiles_out_traits_nowhere(
         "track", "Erasure Requested", event_id, user,
     )  # fmt: skip
     assert pulse.stop() in (0, -15)
+
+
+def test_a_visitor_who_signs_up_joins_the_user_in_pulse_run(
+    kafka: str, redis_client: redis.Redis, names: Names, pulse_run: Callable[..., PulseProcess]
+) -> None:
+    """The identity stage live: a browser's anonymous page views, then an `alias` to the user who signed up,
+    then more page views from the same browser, over 4 partitions keyed by whichever id a message has."""
+    now = datetime.now(UTC)
+
+    def stamp(days: float) -> str:
+        return format_ts(int((now - timedelta(days=days)).timestamp() * 1000))
+
+    def page(message_id: str, days: float) -> dict[str, Any]:
+        return {"type": "page", "messageId": message_id, "anonymousId": "anon-7", "timestamp": stamp(days)}
+
+    visits = [page(f"p{d}", 10 - d) for d in range(4)]
+    sign_up = {"type": "track", "event": "Signed Up", "messageId": "su", "userId": "u-7", "timestamp": stamp(5),
+               "context": {"groupId": "acme"}}  # fmt: skip
+    alias = {"type": "alias", "messageId": "al", "userId": "u-7", "previousId": "anon-7", "timestamp": stamp(5)}
+    after = [page("p9", 2)]
+    messages = [*visits, sign_up, alias, *after]
+    produce(
+        kafka,
+        names.topic("events"),
+        [((m.get("userId") or m["anonymousId"]).encode(), orjson.dumps(m)) for m in messages],
+    )
+    # The alias must reach the identity stage after the visits: they are produced first, and the visits and
+    # the alias both go by the anonymous id's identity shard whatever their partition.
+    env = {**names.env, "PULSE_INPUT_FORMAT": "segment", "PULSE_ENGINE_PROFILE_FLUSH_MS": "200"}
+    pulse = pulse_run(env)
+    c: Any = redis_client
+
+    def joined() -> dict[bytes, bytes] | None:
+        pulse.assert_alive()
+        profile: dict[bytes, bytes] = c.hgetall(f"{names.run}:user:u-7")
+        if not profile or c.exists(f"{names.run}:user:anon-7"):
+            return None
+        return profile if loads(profile[b"active_days_total"]) == 5 else None
+
+    profile = wait_for(joined, 90, "u-7 with the visitor's four days and the page view after the alias")
+    assert profile[b"first_seen"].decode() == stamp(10)  # the first page view, as a visitor
+    lifecycle = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("lifecycle"))]
+    merged = [r for r in lifecycle if r.get("kind") == "user_merged"]
+    if merged:  # the visits were applied as the visitor's before the alias came: the visitor was merged away
+        assert [(r["user_id"], r["into"]) for r in merged] == [("anon-7", "u-7")]

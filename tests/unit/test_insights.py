@@ -335,7 +335,8 @@ def test_user_facts_only_in_the_first_31_days_or_on_nps_and_erasure() -> None:
     events.append(make_event(event_id="n", type="nps_response", ts=DAY0 + 45 * DAY_MS, properties={"score": 9}))
     events.append(make_event(event_id="e", type="erasure_requested", ts=DAY0 + 50 * DAY_MS))
     shard = Shard()
-    facts = _facts(shard.process(sorted(events, key=lambda e: e.ts), config) + shard.drain(config))
+    in_order = sorted(events, key=lambda e: e.ts)
+    facts = _facts(shard.process(in_order, config) + shard.drain(config))
     days = [f.ts // DAY_MS - T0_DAY for f in facts]
     assert days == [0, 0, 0, 0, *range(1, 31), 45, 50]
     day30 = facts[-3]

@@ -159,6 +159,19 @@ def test_alias_is_an_event_of_the_new_user_id() -> None:
     assert (event.type, event.user_id) == ("other", "usr_8812")
 
 
+def test_links_and_visitors_carry_the_anonymous_id() -> None:
+    """What operators.identity reads: a visitor's event (the anonymous id is the user), a link (alias, an
+    identify with both ids) naming the visitor it joins; nothing on an identified event."""
+    assert _event(_fixture("alias.json")).anonymous_id == "5b0f2a9e-3c51-4c8e-9a36-0d5e1f4b7a20"
+    identify = _fixture("identify.json")
+    assert _event({**identify, "anonymousId": "anon-5"}).anonymous_id == "anon-5"
+    assert _event({k: v for k, v in identify.items() if k != "anonymousId"}).anonymous_id is None
+    visitor = _event({k: v for k, v in TRACK["Feature Used"].items() if k != "userId"})
+    assert visitor.anonymous_id == visitor.user_id
+    assert _event({**TRACK["Feature Used"], "anonymousId": "anon-5"}).anonymous_id is None
+    assert _event({**_fixture("alias.json"), "previousId": "usr_8812"}).anonymous_id is None  # itself: no link
+
+
 def test_the_anonymous_id_is_the_user_without_a_user_id() -> None:
     message = {k: v for k, v in TRACK["Feature Used"].items() if k != "userId"}
     assert _event(message).user_id == "5b0f2a9e-3c51-4c8e-9a36-0d5e1f4b7a20"

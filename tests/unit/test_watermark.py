@@ -134,7 +134,8 @@ def test_live_over_four_partitions_fires_what_replay_fires(
     outputs += live.process([Progress(f"p{p}", -1, idle=True) for p in range(4)], config, wall)
 
     replay = Shard()
-    replayed = replay.process(sorted(stream, key=lambda e: e.ts), REPLAY) + replay.drain(REPLAY)
+    in_order = sorted(stream, key=lambda e: e.ts)
+    replayed = replay.process(in_order, REPLAY) + replay.drain(REPLAY)
     settled = stream[-1].ts - DAY_MS
 
     def alert_set(out: list[Output]) -> set[tuple[str, str, str]]:
