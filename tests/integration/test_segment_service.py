@@ -18,6 +18,8 @@ import orjson
 import pytest
 import redis
 
+from engine.config import load_settings
+from engine.replay import replay
 from schemas.codec import format_ts, loads
 from tests.integration.conftest import ROOT, Names, PulseProcess, consume_all, produce, read_topic, wait_for
 
@@ -152,7 +154,7 @@ def test_segment_messages_in_profiles_out_traits_nowhere(
 
 
 def test_a_visitor_who_signs_up_joins_the_user_in_pulse_run(
-    kafka: str, redis_client: redis.Redis, names: Names, pulse_run: Callable[..., PulseProcess]
+    kafka: str, redis_client: redis.Redis, names: Names, pulse_run: Callable[..., PulseProcess], tmp_path: Path
 ) -> None:
     """The identity stage live: a browser's anonymous page views, then an `alias` to the user who signed up,
     then more page views from the same browser, over 4 partitions keyed by whichever id a message has."""
@@ -190,6 +192,16 @@ def test_a_visitor_who_signs_up_joins_the_user_in_pulse_run(
 
     profile = wait_for(joined, 90, "u-7 with the visitor's four days and the page view after the alias")
     assert profile[b"first_seen"].decode() == stamp(10)  # the first page view, as a visitor
+    # A replay of the same messages gives the user the same activity (it reads the link first).
+    path = tmp_path / "visitor.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(m) for m in messages) + b"\n")
+    replay(path, tmp_path / "replay", load_settings(None, env={"PULSE_INPUT_FORMAT": "segment"}))
+    replayed = {p["user_id"]: p for p in map(loads, (tmp_path / "replay" / "profiles.jsonl").read_bytes().splitlines())}
+    assert sorted(replayed) == ["u-7"]
+    table = {m.key(): loads(m.value() or b"null") for m in read_topic(kafka, names.topic("profiles"))}
+    for field in ("first_seen", "last_seen", "active_days_total", "counts", "commercial", "journey_stage"):
+        assert table[b"u-7"][field] == replayed["u-7"][field], field
+    assert table.get(b"anon-7", "never") in (None, "never")  # a tombstone, or the visitor never had a profile
     lifecycle = [loads(m.value() or b"") for m in read_topic(kafka, names.topic("lifecycle"))]
     merged = [r for r in lifecycle if r.get("kind") == "user_merged"]
     if merged:  # the visits were applied as the visitor's before the alias came: the visitor was merged away
