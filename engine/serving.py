@@ -120,12 +120,13 @@ class Writer:
             ("ZREMRANGEBYRANK", history, "0", str(-self.history_size - 1)),
         ]
 
-    def alert(self, value: bytes) -> list[Command]:
+    def alert(self, value: bytes, doc: dict[str, Any] | None = None) -> list[Command]:
         """A firing alert joins the user's open alerts; a resolved one leaves them. `reactivated` is a
-        notice that never stays open."""
+        notice that never stays open. `doc`: the record already decoded, when the caller has it."""
         if not self.indexes:
             return []
-        doc: dict[str, Any] = orjson.loads(value)
+        if doc is None:
+            doc = orjson.loads(value)
         user_id, alert_id = doc.get("user_id"), doc.get("alert_id")
         if not isinstance(user_id, str) or not isinstance(alert_id, str):
             return []

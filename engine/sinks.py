@@ -346,9 +346,9 @@ class ProfileStore:
         self.client.close()
 
 
-def count_alert(value: bytes) -> None:
-    """pulse_alerts_total{kind,status}: alerts are few, so reading two fields back is cheap."""
-    doc = orjson.loads(value)
+def count_alert(doc: dict[str, Any]) -> None:
+    """pulse_alerts_total{kind,status}: alerts are few, so the sink decodes them (once, for this and the
+    open-alerts index)."""
     metrics.ALERTS.labels(str(doc.get("kind")), str(doc.get("status"))).inc()
 
 
@@ -376,8 +376,9 @@ class _LivePartition(StatelessSinkPartition[Item]):
                     elif kind is OutputKind.ACCOUNTS:
                         units.append(writer.history(Entity.ACCOUNT, out.key, out.ts, out.value))
                     elif kind is OutputKind.ALERTS:
-                        count_alert(out.value)
-                        units.append(writer.alert(out.value))
+                        alert = orjson.loads(out.value)
+                        count_alert(alert)
+                        units.append(writer.alert(out.value, alert))
                 elif isinstance(out, Rejection):
                     raw = out.raw
                     if self._dlq_keys is None:

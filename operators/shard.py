@@ -647,17 +647,8 @@ class Shard:
         if ts > self.erased.get(user_id, -1):
             self.erased[user_id] = ts
         user = self.users.pop(user_id, None)
-        self.dirty.discard(user_id)
-        if config.track_changes:
-            self.changed.add(user_id)
         on_erasure(user_id, user, ts, outputs)
-        if config.insights and user is not None:
-            outputs.append(insights.erased_facts(user_id, ts, sum(user.counts)))
-        if user is not None and user.account_id is not None:
-            user.clock = max(user.clock, ts)
-            user.counts[Category.PRIVACY] += 1  # orders the departure after the user's last update
-            outputs.append(self._member(user_id, user, None, event.event_id, ERASED))
-        outputs.append(ProfileWrite(Entity.USER, user_id, None))
+        self._forget(user_id, user, ts, event.event_id, config, outputs)
 
     def _erase_visitor(self, merge: Merge, config: ShardConfig, outputs: list[Output]) -> None:
         """A visitor signed up: their events went to the user (operators.identity), so their own state,
@@ -671,18 +662,25 @@ class Shard:
         if user is None:
             return  # the link came before any of the visitor's events: nothing of theirs is here
         self.counters.visitors_merged += 1
-        self.dirty.discard(visitor_id)
-        if config.track_changes:
-            self.changed.add(visitor_id)
         on_erasure(visitor_id, user, ts, outputs, "merged")
         outputs.append(user_merged(visitor_id, merge.into, ts, merge.cause))
-        if config.insights:
-            outputs.append(insights.erased_facts(visitor_id, ts, sum(user.counts)))
-        if user.account_id is not None:
+        self._forget(visitor_id, user, ts, merge.cause, config, outputs)
+
+    def _forget(
+        self, user_id: str, user: UserState | None, ts: int, cause: str, config: ShardConfig, outputs: list[Output]
+    ) -> None:
+        """What erasure and a visitor's merge share once the state is popped: no pending profile write, the
+        snapshot told, the insights' facts withdrawn, the account's departure, the profile's tombstone."""
+        self.dirty.discard(user_id)
+        if config.track_changes:
+            self.changed.add(user_id)
+        if config.insights and user is not None:
+            outputs.append(insights.erased_facts(user_id, ts, sum(user.counts)))
+        if user is not None and user.account_id is not None:
             user.clock = max(user.clock, ts)
-            user.counts[Category.PRIVACY] += 1  # orders the departure after the visitor's last update
-            outputs.append(self._member(visitor_id, user, None, merge.cause, ERASED))
-        outputs.append(ProfileWrite(Entity.USER, visitor_id, None))
+            user.counts[Category.PRIVACY] += 1  # orders the departure after the user's last update
+            outputs.append(self._member(user_id, user, None, cause, ERASED))
+        outputs.append(ProfileWrite(Entity.USER, user_id, None))
 
     def flush_profiles(self, config: ShardConfig = _DEFAULT_CONFIG) -> list[Output]:
         """Render every changed profile once, as of the shard's clock. Coalescing many events of a user
